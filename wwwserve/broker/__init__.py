@@ -1,0 +1,1 @@
+"""nats-server configs (rendered from broker/ templates) and the supervised nats-server child."""

@@ -1,0 +1,48 @@
+"""Body encoding: msgpack by default, JSON when the sender speaks JSON, answered in kind."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Any
+
+import msgpack
+
+from wwwserve.errors import BadRequest
+from wwwserve.protocol.headers import CONTENT_TYPE, JSON, MSGPACK
+
+
+class Codec(str, Enum):
+    """The two body encodings of protocol v1."""
+
+    MSGPACK = MSGPACK
+    JSON = JSON
+
+
+def detect(data: bytes, headers: dict[str, str] | None) -> Codec:
+    """Choose how to read a body: the Content-Type header wins, else a body starting with `{` is JSON."""
+    ctype = (headers or {}).get(CONTENT_TYPE, "").split(";")[0].strip().lower()
+    if ctype in (JSON, "text/json"):
+        return Codec.JSON
+    if ctype in (MSGPACK, "application/x-msgpack"):
+        return Codec.MSGPACK
+    if data.lstrip()[:1] == b"{":
+        return Codec.JSON
+    return Codec.MSGPACK
+
+
+def decode(data: bytes, codec: Codec) -> Any:
+    """Parse a body, turning any parse failure into a BadRequest that names the codec."""
+    try:
+        if codec is Codec.JSON:
+            return json.loads(data)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise BadRequest(f"body is not valid {codec.name.lower()}: {exc}") from exc
+
+
+def encode(obj: Any, codec: Codec) -> bytes:
+    """Serialize a body in the caller's codec."""
+    if codec is Codec.JSON:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return msgpack.packb(obj, use_bin_type=True)

@@ -1,0 +1,85 @@
+"""Header names of protocol v1 and the typed view of a request's routing headers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from wwwserve import PROTOCOL_VERSION
+from wwwserve.errors import BadRequest
+
+REQUEST_ID = "Wwwserve-Request-Id"
+HOPS = "Wwwserve-Hops"
+DEADLINE = "Wwwserve-Deadline"  # absolute, unix epoch milliseconds
+ORIGIN = "Wwwserve-Origin"
+VERSION = "Wwwserve-Version"
+CONTENT_TYPE = "Content-Type"
+# Reply headers.
+STATUS = "Wwwserve-Status"  # HTTP-like status: 200 ok, 4xx/5xx error
+ERROR = "Wwwserve-Error"  # the machine-readable error code on error replies
+SEQ = "Wwwserve-Seq"  # 0-based message number within one reply stream
+FINAL = "Wwwserve-Final"  # "true" on the last message of a reply
+PROVIDER = "Wwwserve-Provider"  # who served
+NATS_STATUS = "Status"  # set by nats-server itself, e.g. 503 no responders
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds: deadlines cross machines, so they are absolute epoch times."""
+    return int(time.time() * 1000)
+
+
+def new_request_id() -> str:
+    """A fresh id that names one user request across every hop and retry."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The routing facts a request carries in its headers."""
+
+    request_id: str
+    hops: int
+    deadline_ms: int
+    origin: str
+    version: str = PROTOCOL_VERSION
+
+    def remaining_s(self) -> float:
+        """Seconds left before the deadline (negative once it has passed)."""
+        return (self.deadline_ms - now_ms()) / 1000.0
+
+    def to_headers(self) -> dict[str, str]:
+        """The headers that carry this routing state to the next hop."""
+        return {
+            REQUEST_ID: self.request_id,
+            HOPS: str(self.hops),
+            DEADLINE: str(self.deadline_ms),
+            ORIGIN: self.origin,
+            VERSION: self.version,
+        }
+
+    def next_hop(self, origin: str | None = None) -> Routing:
+        """The routing state a forwarded copy carries: one more hop, same id and deadline."""
+        return Routing(self.request_id, self.hops + 1, self.deadline_ms, origin or self.origin)
+
+
+def routing_from_headers(headers: dict[str, str] | None, default_timeout_s: float) -> Routing:
+    """Read routing headers, filling what a plain `nats req` leaves out with safe defaults."""
+    h = headers or {}
+    try:
+        hops = int(h.get(HOPS, "0"))
+        deadline = int(h[DEADLINE]) if DEADLINE in h else now_ms() + int(default_timeout_s * 1000)
+    except ValueError as exc:
+        raise BadRequest(f"malformed routing header: {exc}") from exc
+    if hops < 0:
+        raise BadRequest(f"{HOPS} must be >= 0")
+    return Routing(
+        request_id=h.get(REQUEST_ID) or new_request_id(),
+        hops=hops,
+        deadline_ms=deadline,
+        origin=h.get(ORIGIN, ""),
+        version=h.get(VERSION, PROTOCOL_VERSION),
+    )

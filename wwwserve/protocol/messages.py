@@ -1,0 +1,131 @@
+"""Message bodies of protocol v1, validated at the boundary with pydantic."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from wwwserve.errors import BadRequest
+
+
+class ChatMessage(BaseModel):
+    """One turn of a chat, as in OpenAI's chat completions API."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class CompletionRequest(BaseModel):
+    """An OpenAI-shaped request: `prompt` (completion) or `messages` (chat), plus routing hints."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = Field(None, description="model name; defaults to the one in the subject")
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    max_tokens: int = Field(64, ge=1, description="tokens to generate at most")
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    slo_ms: int | None = Field(None, gt=0, description="end-to-end latency the user hopes for")
+    max_price: float | None = Field(None, ge=0.0, description="most credits per token the user pays")
+
+    @model_validator(mode="after")
+    def _prompt_xor_messages(self) -> CompletionRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` or `messages`")
+        if self.messages is not None and not self.messages:
+            raise ValueError("`messages` must not be empty")
+        return self
+
+    def stop_list(self) -> list[str]:
+        """Stop sequences as a list, whatever shape the user sent."""
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class Usage(BaseModel):
+    """Token counts of one served request."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Reply(BaseModel):
+    """The complete answer: the single message of a non-streaming reply, the last of a stream."""
+
+    seq: int = 0
+    final: bool = True
+    request_id: str
+    text: str
+    finish_reason: str
+    usage: Usage
+    provider: str
+    model: str
+    hops: int
+    ttft_ms: float
+    latency_ms: float
+
+
+class StreamChunk(BaseModel):
+    """One piece of a streaming reply; the stream ends with a `Reply` whose `final` is true."""
+
+    seq: int
+    final: bool = False
+    delta: str
+
+
+class ErrorBody(BaseModel):
+    """The body of an error reply: a machine-readable code and a message for humans."""
+
+    code: str
+    message: str
+    request_id: str | None = None
+    provider: str | None = None
+
+
+class Heartbeat(BaseModel):
+    """What an agent announces about itself every second and on significant change."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    models: list[str]
+    engine: str
+    capacity: int = Field(description="requests served at once (max concurrency)")
+    queue_limit: int = 0
+    running: int = 0
+    queued: int = 0
+    accepting: bool = True
+    healthy: bool = True
+    ttft_ms: float = 0.0
+    latency_ms: float = 0.0
+    tokens_per_s: float = 0.0
+    tpot_ms: float = 0.0
+    prefill_tps: float = 0.0
+    price: float = 0.0
+    stake: float = 0.0
+    network_share: float = 1.0
+    version: str = "1"
+    seq: int = 0
+    ts_ms: int = 0
+
+
+def parse_request(obj: object) -> CompletionRequest:
+    """Validate a decoded body, turning pydantic's errors into one readable BadRequest."""
+    if not isinstance(obj, dict):
+        raise BadRequest(f"body must be a map/object, got {type(obj).__name__}")
+    try:
+        return CompletionRequest.model_validate(obj)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "body"
+            parts.append(f"{loc}: {err['msg']}")
+        raise BadRequest("; ".join(parts)) from exc
