@@ -21,6 +21,8 @@ ERROR = "Wwwserve-Error"  # the machine-readable error code on error replies
 SEQ = "Wwwserve-Seq"  # 0-based message number within one reply stream
 FINAL = "Wwwserve-Final"  # "true" on the last message of a reply
 PROVIDER = "Wwwserve-Provider"  # who served
+WANT_ACK = "Wwwserve-Want-Ack"  # request: "true" asks for an ack message before the answer
+ACK = "Wwwserve-Ack"  # reply: names the provider now responsible for the request; empty body
 NATS_STATUS = "Status"  # set by nats-server itself, e.g. 503 no responders
 
 JSON = "application/json"

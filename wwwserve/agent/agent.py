@@ -1,0 +1,250 @@
+"""The provider agent: `Agent(settings, engine, policy)`, then `await agent.run()`; the rest is internal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats
+import structlog
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from wwwserve import PROTOCOL_VERSION
+from wwwserve.agent.admission import Slots
+from wwwserve.agent.dispatch import Dispatcher
+from wwwserve.agent.peers import PeerTable
+from wwwserve.agent.settings import ProviderSettings
+from wwwserve.agent.stats import ServingStats
+from wwwserve.engines.base import Engine
+from wwwserve.policies.base import Policy
+from wwwserve.protocol import subjects
+from wwwserve.protocol.headers import now_ms
+from wwwserve.protocol.messages import Heartbeat
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _ModelSub:
+    model: str
+    sub: Subscription | None = None
+
+
+class Agent:
+    """Serves its models from its own NATS server, heartbeats, and dispatches by its policy."""
+
+    def __init__(self, settings: ProviderSettings, engine: Engine, policy: Policy) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.policy = policy
+        self.name = settings.name
+        self.models: dict[str, str] = {}  # subject token -> model name
+        for m in settings.model:
+            tok = subjects.model_token(m)
+            if tok in self.models and self.models[tok] != m:
+                raise ValueError(f"models {self.models[tok]!r} and {m!r} map to the same subject token {tok!r}")
+            self.models[tok] = m
+        self.slots = Slots(settings.max_concurrency, settings.max_queue)
+        self.stats = ServingStats.new()
+        self.peers = PeerTable(self.name, settings.peer_expiry_s)
+        self.log = log.bind(provider=self.name)
+        self._nc: nats.aio.client.Client | None = None
+        self._queue_subs: dict[str, _ModelSub] = {t: _ModelSub(m) for t, m in self.models.items()}
+        self._other_subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._accepting = False
+        self._draining = False
+        self._beat_seq = 0
+        self._rng = random.Random()
+        self._dispatcher: Dispatcher | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def nc(self) -> nats.aio.client.Client:
+        """The agent's NATS connection (after start)."""
+        if self._nc is None:
+            raise RuntimeError("agent not started")
+        return self._nc
+
+    async def wait_ready(self) -> None:
+        """Return once the agent is subscribed and has sent its first heartbeat."""
+        await self._ready.wait()
+
+    def stop(self) -> None:
+        """Ask `run` to drain and return (what SIGTERM does)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Connect, serve until `stop()`, then drain: leave the queue groups, finish in-flight, exit."""
+        await self.engine.start()
+        try:
+            self._nc = await nats.connect(
+                self.settings.nats_url or f"nats://{self.settings.host}:{self.settings.port}",
+                name=f"wwwserve-agent-{self.name}",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                pending_size=8 * 1024 * 1024,
+            )
+            self._dispatcher = Dispatcher(self)
+            await self._subscribe()
+            heartbeat = asyncio.create_task(self._heartbeat_loop())
+            self._ready.set()
+            self.log.info("agent.ready", models=list(self.models.values()), engine=self.engine.kind)
+            await self._stop.wait()
+            await self._drain()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self._publish_heartbeat(goodbye=True)
+            await self.nc.drain()
+        finally:
+            await self.engine.close()
+            self.log.info("agent.stopped", served=self.stats.served, forwarded=self.stats.forwarded)
+
+    async def _subscribe(self) -> None:
+        await self._join_queue_groups()
+        self._other_subs.append(
+            await self.nc.subscribe(f"{subjects.DIRECT_PREFIX}.{self.name}.*", cb=self._spawn_handler(direct=True))
+        )
+        self._other_subs.append(await self.nc.subscribe(subjects.HEARTBEAT_ALL, cb=self._on_heartbeat))
+        await self.nc.flush()
+
+    async def _join_queue_groups(self) -> None:
+        for tok, ms in self._queue_subs.items():
+            if ms.sub is None:
+                ms.sub = await self.nc.subscribe(
+                    f"{subjects.REQUEST_PREFIX}.{tok}", queue=subjects.QUEUE_GROUP,
+                    cb=self._spawn_handler(direct=False),
+                )
+        self._accepting = True
+
+    async def _leave_queue_groups(self) -> None:
+        for ms in self._queue_subs.values():
+            if ms.sub is not None:
+                with contextlib.suppress(Exception):
+                    await ms.sub.unsubscribe()
+                ms.sub = None
+        self._accepting = False
+
+    async def _drain(self) -> None:
+        self._draining = True
+        self.log.info("agent.draining", in_flight=len(self._tasks))
+        await self._leave_queue_groups()
+        for sub in self._other_subs[:1]:  # the direct subscription; heartbeats keep flowing
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        await self._publish_heartbeat()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.settings.drain_grace_s)
+            for task in pending:
+                task.cancel()  # each handler answers its requester with an explicit error
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
+
+    # ---- load-driven queue-group membership ----------------------------------------------------------
+
+    def notify_load_changed(self) -> None:
+        """Called whenever running/queued change: maybe withdraw or rejoin, and heartbeat soon."""
+        self._changed.set()
+        if self._draining or not getattr(self.policy, "withdraws", False):
+            return
+        load = (self.slots.running + self.slots.queued) / self.slots.capacity
+        if self._accepting and load >= self.settings.withdraw_high:
+            self._accepting = False
+            self._spawn(self._leave_queue_groups())
+            self.log.debug("agent.withdraw", load=load)
+        elif not self._accepting and load < self.settings.withdraw_low:
+            self._accepting = True
+            self._spawn(self._join_queue_groups())
+            self.log.debug("agent.rejoin", load=load)
+
+    # ---- messages --------------------------------------------------------------------------------
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _spawn_handler(self, direct: bool) -> Callable[[Msg], object]:
+        async def on_msg(msg: Msg) -> None:
+            assert self._dispatcher is not None
+            if self._draining:
+                return  # not ours any more: no reply, so the requester's retry goes elsewhere
+            tok = msg.subject.rsplit(".", 1)[-1]
+            self._spawn(self._dispatcher.handle(msg, tok, direct))
+
+        return on_msg
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        try:
+            beat = Heartbeat.model_validate_json(msg.data)
+        except ValueError:
+            self.log.debug("heartbeat.invalid", subject=msg.subject)
+            return
+        if not beat.models:
+            self.peers.remove(beat.name)
+        else:
+            self.peers.update(beat)
+
+    # ---- heartbeats ------------------------------------------------------------------------------
+
+    def heartbeat(self) -> Heartbeat:
+        """What this agent says about itself now."""
+        load = self.engine.load()
+        s = self.stats
+        return Heartbeat(
+            name=self.name,
+            models=list(self.models.values()),
+            engine=self.engine.kind,
+            capacity=self.slots.capacity,
+            queue_limit=self.slots.queue_limit,
+            running=self.slots.running,
+            queued=self.slots.queued,
+            accepting=self._accepting and not self._draining,
+            healthy=load.healthy,
+            ttft_ms=round(s.ttft_ms.value, 2),
+            latency_ms=round(s.latency_ms.value, 2),
+            tokens_per_s=round(s.tokens_per_s(), 2),
+            tpot_ms=round(load.tpot_ms or s.tpot_ms.value, 3),
+            prefill_tps=round(load.prefill_tps or s.prefill_tps.value, 1),
+            price=self.settings.price,
+            network_share=self.settings.network_share,
+            version=PROTOCOL_VERSION,
+            seq=self._beat_seq,
+            ts_ms=now_ms(),
+        )
+
+    async def _publish_heartbeat(self, goodbye: bool = False) -> None:
+        self._beat_seq += 1
+        beat = self.heartbeat()
+        if goodbye:
+            beat.models, beat.accepting = [], False
+        with contextlib.suppress(Exception):
+            await self.nc.publish(
+                subjects.heartbeat_subject(self.name), json.dumps(beat.model_dump()).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.heartbeat_interval_s
+        min_gap = min(0.05, interval)
+        last = 0.0
+        while True:
+            self._changed.clear()
+            gap = time.monotonic() - last
+            if gap < min_gap:
+                await asyncio.sleep(min_gap - gap)
+            await self._publish_heartbeat()
+            last = time.monotonic()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), interval)

@@ -1,0 +1,263 @@
+"""One request's path through an agent: decode, validate, decide, then serve or forward, then reply."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+
+from wwwserve.agent.replies import ReplyWriter
+from wwwserve.errors import (
+    BackendError,
+    BadRequest,
+    DeadlineExceeded,
+    InternalError,
+    Overloaded,
+    UnknownModel,
+    WWWServeError,
+    error_from_wire,
+)
+from wwwserve.policies.base import Accept, Forward, OwnState, PeerState, Reject, RequestInfo
+from wwwserve.protocol import headers as h
+from wwwserve.protocol import subjects
+from wwwserve.protocol.codec import Codec, decode, detect
+from wwwserve.protocol.headers import Routing, routing_from_headers
+from wwwserve.protocol.messages import CompletionRequest, Reply, Usage, parse_request
+
+if TYPE_CHECKING:
+    from wwwserve.agent.agent import Agent
+
+log = structlog.get_logger(__name__)
+
+ACK_TIMEOUT_S = 2.0  # a peer we forward to must acknowledge within this (or the deadline)
+LIVENESS_SLICE_S = 0.5  # how often a relay checks that its peer is still alive
+
+
+def estimate_prompt_tokens(req: CompletionRequest) -> int:
+    """Rough prompt size for the policy: whitespace words (engines count real tokens)."""
+    if req.prompt is not None:
+        return len(req.prompt.split())
+    return sum(len(m.content.split()) + 4 for m in req.messages or [])
+
+
+class Dispatcher:
+    """Holds what request handling needs from its agent; one `handle` call per request message."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def handle(self, msg: Msg, tok: str, direct: bool) -> None:
+        """Answer one request message with a result or an explicit error, before its deadline."""
+        agent = self.agent
+        received = time.monotonic()
+        hdrs = msg.headers or {}
+        codec = Codec.JSON
+        writer = ReplyWriter(agent.nc, msg.reply or None, codec, hdrs.get(h.REQUEST_ID, ""), agent.name)
+        bound = log.bind(provider=agent.name, request_id=writer.request_id)
+        try:
+            if len(msg.data) > agent.settings.max_request_bytes:
+                raise BadRequest(
+                    f"payload of {len(msg.data)} bytes exceeds the limit of {agent.settings.max_request_bytes}"
+                )
+            codec = writer.codec = detect(msg.data, hdrs)
+            routing = routing_from_headers(hdrs, agent.settings.default_timeout_s)
+            writer.request_id = routing.request_id
+            bound = bound.bind(request_id=routing.request_id)
+            if hdrs.get(h.WANT_ACK) == "true":
+                await writer.ack()
+            if routing.remaining_s() <= 0:
+                raise DeadlineExceeded(f"deadline passed {-routing.remaining_s():.3f}s before arrival")
+            model = agent.models.get(tok)
+            if model is None:
+                raise UnknownModel(f"provider {agent.name} does not serve a model with subject token {tok!r}")
+            req = parse_request(decode(msg.data, codec))
+            if req.model is not None and subjects.model_token(req.model) != tok:
+                raise BadRequest(f"body names model {req.model!r} but the subject is for {model!r}")
+            try:
+                async with asyncio.timeout(routing.remaining_s()):
+                    await self._dispatch(msg, req, model, routing, writer, received, direct)
+            except TimeoutError:
+                raise DeadlineExceeded("deadline reached before the answer was complete") from None
+        except WWWServeError as err:
+            agent.stats.failed += 1
+            bound.info("request.error", code=err.code, message=err.message)
+            await writer.error(err)
+        except asyncio.CancelledError:
+            await writer.error(BackendError(f"provider {agent.name} shut down before finishing"))
+            raise
+        except Exception as exc:
+            agent.stats.failed += 1
+            bound.exception("request.internal_error")
+            await writer.error(InternalError(f"{type(exc).__name__}: {exc}"))
+
+    def _request_info(self, req: CompletionRequest, model: str, routing: Routing) -> RequestInfo:
+        own_user = routing.origin == self.agent.name or (not routing.origin and routing.hops == 0)
+        return RequestInfo(
+            model=model,
+            prompt_tokens=estimate_prompt_tokens(req),
+            max_tokens=req.max_tokens,
+            remaining_ms=routing.remaining_s() * 1000.0,
+            hops=routing.hops,
+            own_user=own_user,
+            slo_ms=float(req.slo_ms) if req.slo_ms else None,
+            max_price=req.max_price,
+        )
+
+    def own_state(self) -> OwnState:
+        """This agent's state for the policy."""
+        a, s = self.agent, self.agent.settings
+        load = a.engine.load()
+        return OwnState(
+            name=a.name,
+            capacity=a.slots.capacity,
+            running=a.slots.running,
+            queued=a.slots.queued,
+            queue_limit=a.slots.queue_limit,
+            prefill_tps=load.prefill_tps or a.stats.prefill_tps.value,
+            tpot_ms=load.tpot_ms or a.stats.tpot_ms.value,
+            ttft_ms=a.stats.ttft_ms.value,
+            latency_ms=a.stats.latency_ms.value,
+            network_share=s.network_share,
+            price=s.price,
+            forward=s.forward,
+            max_hops=s.max_hops,
+            slo_aware=s.slo_aware,
+            min_price=s.min_price,
+        )
+
+    def peer_states(self, model: str, exclude: set[str]) -> list[PeerState]:
+        """Alive peers serving `model`, as the policy sees them."""
+        out = []
+        for p in self.agent.peers.serving(model):
+            b = p.beat
+            if b.name in exclude:
+                continue
+            out.append(PeerState(
+                name=b.name, capacity=b.capacity, running=b.running, queued=b.queued,
+                queue_limit=b.queue_limit, prefill_tps=b.prefill_tps, tpot_ms=b.tpot_ms,
+                ttft_ms=b.ttft_ms, latency_ms=b.latency_ms, network_share=b.network_share,
+                price=b.price, stake=b.stake, age_s=p.age_s(), sent_since_beat=p.sent_since_beat,
+                accepting=b.accepting,
+            ))
+        return out
+
+    async def _dispatch(
+        self, msg: Msg, req: CompletionRequest, model: str, routing: Routing, writer: ReplyWriter,
+        received: float, direct: bool,
+    ) -> None:
+        agent = self.agent
+        tried: set[str] = set()
+        while True:
+            info = self._request_info(req, model, routing)
+            decision = agent.policy.decide(info, self.own_state(), self.peer_states(model, tried), agent._rng)
+            if isinstance(decision, Accept):
+                await self._serve(req, model, routing, writer, received)
+                return
+            if isinstance(decision, Reject):
+                raise error_from_wire(decision.code, decision.reason)
+            assert isinstance(decision, Forward)
+            if await self._forward(decision.peer, msg, model, routing, writer):
+                return
+            tried.add(decision.peer)
+
+    async def _serve(
+        self, req: CompletionRequest, model: str, routing: Routing, writer: ReplyWriter, received: float
+    ) -> None:
+        agent = self.agent
+        agent.notify_load_changed()
+        try:
+            async with agent.slots.acquire():
+                agent.notify_load_changed()
+                started = time.monotonic()
+                first: float | None = None
+                parts: list[str] = []
+                finish, usage = "stop", Usage()
+                try:
+                    async for d in agent.engine.generate(req, model):
+                        if d.text:
+                            if first is None:
+                                first = time.monotonic()
+                            parts.append(d.text)
+                            if req.stream:
+                                await writer.chunk(d.text)
+                        if d.finish_reason:
+                            finish = d.finish_reason
+                            usage = Usage(prompt_tokens=d.prompt_tokens, completion_tokens=d.completion_tokens)
+                except WWWServeError:
+                    raise
+                except (TimeoutError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    raise BackendError(f"engine {agent.engine.kind} failed: {exc!r}") from exc
+                done = time.monotonic()
+                first = first or done
+                agent.stats.record(
+                    (first - started) * 1000, (done - started) * 1000, usage.prompt_tokens, usage.completion_tokens
+                )
+        finally:
+            agent.notify_load_changed()
+        await writer.final(Reply(
+            request_id=routing.request_id,
+            text="".join(parts),
+            finish_reason=finish,
+            usage=usage,
+            provider=agent.name,
+            model=model,
+            hops=routing.hops,
+            ttft_ms=round((first - received) * 1000, 3),
+            latency_ms=round((done - received) * 1000, 3),
+        ))
+
+    async def _forward(self, peer: str, msg: Msg, model: str, routing: Routing, writer: ReplyWriter) -> bool:
+        """Relay the request through `peer`; False when the peer never took it (try elsewhere)."""
+        agent = self.agent
+        nc = agent.nc
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        fwd_headers = dict(msg.headers or {})
+        fwd_headers.update(routing.next_hop(origin=agent.name).to_headers())
+        fwd_headers[h.WANT_ACK] = "true"
+        fwd_headers[h.CONTENT_TYPE] = writer.codec.value
+        agent.peers.note_forwarded(peer)
+        agent.stats.forwarded += 1
+        bound = log.bind(provider=agent.name, request_id=routing.request_id, peer=peer)
+        try:
+            await nc.publish(subjects.direct_subject(peer, model), msg.data, reply=inbox, headers=fwd_headers)
+            acked = False
+            ack_by = time.monotonic() + min(ACK_TIMEOUT_S, max(0.0, routing.remaining_s()))
+            while True:
+                try:
+                    m = await sub.next_msg(timeout=LIVENESS_SLICE_S)
+                except nats.errors.TimeoutError:
+                    if not acked and time.monotonic() > ack_by:
+                        bound.info("forward.no_ack")
+                        agent.peers.remove(peer)
+                        return False
+                    if acked and peer not in {p.beat.name for p in agent.peers.alive()}:
+                        bound.warning("forward.peer_lost", delivered=writer.delivered)
+                        if not writer.delivered:
+                            return False
+                        raise BackendError(f"peer {peer} stopped answering mid-stream") from None
+                    continue
+                mh = m.headers or {}
+                if mh.get(h.NATS_STATUS) == "503":
+                    bound.info("forward.no_responders")
+                    agent.peers.remove(peer)
+                    return False
+                if h.ACK in mh:
+                    acked = True
+                    continue
+                acked = True
+                if mh.get(h.ERROR) == Overloaded.code and not writer.delivered:
+                    bound.info("forward.peer_overloaded")
+                    return False
+                await writer.relay(m.data, mh)
+                if writer.done:
+                    return True
+        finally:
+            await sub.unsubscribe()
+

@@ -1,0 +1,93 @@
+"""Writing one request's replies to its inbox: ack, stream chunks, the final answer, or an error."""
+
+from __future__ import annotations
+
+import nats.aio.client
+import structlog
+
+from wwwserve.errors import WWWServeError
+from wwwserve.protocol import headers as h
+from wwwserve.protocol.codec import Codec, encode
+from wwwserve.protocol.messages import ErrorBody, Reply, StreamChunk
+
+log = structlog.get_logger(__name__)
+
+
+class ReplyWriter:
+    """Publishes the messages of one reply stream in order, numbering them, and knows when it ended."""
+
+    def __init__(
+        self, nc: nats.aio.client.Client, inbox: str | None, codec: Codec, request_id: str, provider: str
+    ) -> None:
+        self.nc = nc
+        self.inbox = inbox
+        self.codec = codec
+        self.request_id = request_id
+        self.provider = provider
+        self.seq = 0
+        self.done = False
+        self.delivered = False  # a content message (chunk or answer) reached the inbox
+
+    def _headers(self, status: int = 200, final: bool = False) -> dict[str, str]:
+        return {
+            h.CONTENT_TYPE: self.codec.value,
+            h.STATUS: str(status),
+            h.SEQ: str(self.seq),
+            h.FINAL: "true" if final else "false",
+            h.REQUEST_ID: self.request_id,
+            h.PROVIDER: self.provider,
+        }
+
+    async def ack(self) -> None:
+        """Tell the requester who is now responsible, so it can watch that provider's heartbeats."""
+        if self.inbox:
+            await self.nc.publish(self.inbox, b"", headers={h.ACK: self.provider, h.REQUEST_ID: self.request_id})
+
+    async def chunk(self, delta: str) -> None:
+        """Send one stream chunk."""
+        if self.done or not self.inbox:
+            return
+        body = StreamChunk(seq=self.seq, delta=delta).model_dump()
+        await self.nc.publish(self.inbox, encode(body, self.codec), headers=self._headers())
+        self.seq += 1
+        self.delivered = True
+
+    async def final(self, reply: Reply) -> None:
+        """Send the complete answer, which ends the stream."""
+        if self.done:
+            return
+        self.done = True
+        if not self.inbox:
+            log.warning("reply.no_inbox", request_id=self.request_id)
+            return
+        reply.seq = self.seq
+        await self.nc.publish(
+            self.inbox, encode(reply.model_dump(), self.codec), headers=self._headers(final=True)
+        )
+        self.delivered = True
+
+    async def error(self, err: WWWServeError) -> None:
+        """Send an error reply (status header + {code, message}), which ends the stream."""
+        if self.done:
+            return
+        self.done = True
+        if not self.inbox:
+            log.warning("reply.no_inbox", request_id=self.request_id, code=err.code)
+            return
+        body = ErrorBody(code=err.code, message=err.message, request_id=self.request_id, provider=self.provider)
+        hdrs = self._headers(status=err.status, final=True)
+        hdrs[h.ERROR] = err.code
+        await self.nc.publish(self.inbox, encode(body.model_dump(), self.codec), headers=hdrs)
+
+    async def relay(self, data: bytes, headers: dict[str, str] | None) -> None:
+        """Pass on a message from the peer we forwarded to, keeping our own numbering."""
+        if self.done or not self.inbox:
+            return
+        hdrs = dict(headers or {})
+        final = hdrs.get(h.FINAL) == "true"
+        hdrs[h.SEQ] = str(self.seq)
+        await self.nc.publish(self.inbox, data, headers=hdrs)
+        self.seq += 1
+        if hdrs.get(h.STATUS, "200") == "200":
+            self.delivered = True
+        self.done = final

@@ -1,0 +1,81 @@
+"""Settings of `wwwserve provider`: identity, network, engine, capacity and participation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from wwwserve.config import WWWServeSettings, parse_kv
+from wwwserve.protocol.subjects import check_provider_name
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+
+
+class ProviderSettings(WWWServeSettings):
+    """Everything a provider decides about how it runs and takes part in the network."""
+
+    toml_table: ClassVar[str] = "provider"
+
+    name: str = Field("provider", description="provider name, unique in the network ([A-Za-z0-9_-])")
+    hub: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["nats-leaf://127.0.0.1:7422"],
+        description="hub leafnode URLs, tried in order (failover)",
+    )
+    host: str = Field("127.0.0.1", description="address the provider's leaf nats-server listens on")
+    port: int = Field(4222, description="client port of the provider's leaf nats-server")
+    nats_url: str | None = Field(None, description="use this NATS server instead of starting a leaf")
+    model: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_MODEL], description="models served")
+    engine: Literal["embedded", "openai", "sim", "vllm"] = Field("embedded", description="engine kind")
+    engine_url: str = Field("http://127.0.0.1:8000", description="base URL of an OpenAI-compatible engine")
+    engine_opt: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict, description="engine options, key=value")
+    max_concurrency: int = Field(0, ge=0, description="requests served at once (0: 1 for embedded, else 8)")
+    max_queue: int = Field(64, ge=0, description="requests waiting for a slot before `overloaded`")
+    data_dir: Path = Field(Path("./wwwserve-data"), description="state: configs, logs, keys, ledger")
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="seconds between heartbeats")
+    peer_expiry_s: float = Field(3.5, gt=0, description="a peer silent this long leaves the peer table")
+    default_timeout_s: float = Field(60.0, gt=0, description="deadline for requests that carry none")
+    max_request_bytes: int = Field(256 * 1024, ge=1024, description="largest request body accepted")
+    drain_grace_s: float = Field(30.0, ge=0, description="SIGTERM: time to finish in-flight work")
+    # Participation and dispatch (docs/policies.md).
+    policy: str = Field("default", description="dispatch policy: default, isolated, or module:Class")
+    network_share: float = Field(1.0, ge=0, le=1, description="share of capacity offered to peers")
+    forward: bool = Field(True, description="forward own users' requests to peers when better")
+    max_hops: int = Field(2, ge=0, description="hops a request may take before it must be served")
+    slo_aware: bool = Field(True, description="accept only requests whose SLO it expects to meet")
+    min_price: float = Field(0.0, ge=0, description="lowest price per token accepted from peers")
+    price: float = Field(0.0, ge=0, description="price per token asked from peers")
+    withdraw_high: float = Field(1.0, gt=0, description="leave the queue group at this load (x capacity)")
+    withdraw_low: float = Field(0.75, gt=0, description="rejoin the queue group below this load")
+    scheduler: str | None = Field(None, description="centralized reference only: scheduler name")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_provider_name(v)
+
+    @field_validator("hub", "model", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [p for p in (s.strip() for s in v.split(",")) if p]
+        if isinstance(v, list):
+            return [p for item in v for p in (s.strip() for s in str(item).split(",")) if p]
+        return v
+
+    @field_validator("engine_opt", mode="before")
+    @classmethod
+    def _kv(cls, v: object) -> object:
+        if isinstance(v, list):
+            return parse_kv([str(i) for i in v])
+        if isinstance(v, str):
+            return parse_kv([p for p in v.split(",") if p])
+        return v
+
+    @model_validator(mode="after")
+    def _engine_defaults(self) -> ProviderSettings:
+        if self.max_concurrency == 0:
+            self.max_concurrency = 1 if self.engine == "embedded" else 8
+        return self

@@ -1,0 +1,180 @@
+"""The `wwwserve` command line: thin wrappers that build settings and call into the package."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from wwwserve.agent.settings import ProviderSettings
+from wwwserve.hub import HubSettings
+from wwwserve.logs import configure_logging
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="wwwserve: a decentralized LLM serving network over NATS.")
+
+
+def _h(settings: type[BaseModel], field: str) -> str:
+    """A flag's help text, taken from the settings field's description (one source of truth)."""
+    return settings.model_fields[field].description or ""
+
+
+def _build(settings: type[Any], values: dict[str, Any]) -> Any:
+    """Settings from flags given (others from env/TOML/defaults), exiting with a clear message on error."""
+    try:
+        return settings(**{k: v for k, v in values.items() if v is not None and v != []})
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"error: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.callback()
+def main(
+    log_level: Annotated[str, typer.Option(help="log level: debug, info, warning, error")] = "info",
+    json_logs: Annotated[Optional[bool], typer.Option("--json-logs/--pretty-logs", help="log format (default: JSON unless a terminal)")] = None,
+) -> None:
+    """Configure logging for every subcommand."""
+    configure_logging(log_level, json_logs)
+
+
+@app.command()
+def hub(
+    host: Annotated[Optional[str], typer.Option(help=_h(HubSettings, "host"))] = None,
+    port: Annotated[Optional[int], typer.Option(help=_h(HubSettings, "port"))] = None,
+    leafnode_port: Annotated[Optional[int], typer.Option(help=_h(HubSettings, "leafnode_port"))] = None,
+    name: Annotated[Optional[str], typer.Option(help=_h(HubSettings, "name"))] = None,
+    http_port: Annotated[Optional[int], typer.Option(help=_h(HubSettings, "http_port"))] = None,
+    cluster_port: Annotated[Optional[int], typer.Option(help=_h(HubSettings, "cluster_port"))] = None,
+    routes: Annotated[Optional[str], typer.Option(help=_h(HubSettings, "routes") + " (comma-separated)")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help=_h(HubSettings, "data_dir"))] = None,
+    print_config: Annotated[bool, typer.Option(help="print the nats-server config and exit")] = False,
+) -> None:
+    """Run a hub: a public nats-server that provider leaf nodes join."""
+    from wwwserve.hub import run_hub
+
+    s = _build(HubSettings, dict(host=host, port=port, leafnode_port=leafnode_port, name=name,
+                                 http_port=http_port, cluster_port=cluster_port, routes=routes, data_dir=data_dir))
+    if print_config:
+        typer.echo(s.config().render())
+        return
+    asyncio.run(run_hub(s))
+
+
+@app.command()
+def provider(
+    name: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "name"))] = None,
+    hub: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "hub") + "; URL[,URL]")] = None,
+    host: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "host"))] = None,
+    port: Annotated[Optional[int], typer.Option(help=_h(ProviderSettings, "port"))] = None,
+    model: Annotated[Optional[list[str]], typer.Option(help=_h(ProviderSettings, "model") + " (repeat)")] = None,
+    engine: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "engine") + ": embedded|openai|sim")] = None,
+    engine_url: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "engine_url"))] = None,
+    engine_opt: Annotated[Optional[list[str]], typer.Option(help=_h(ProviderSettings, "engine_opt") + " (repeat)")] = None,
+    max_concurrency: Annotated[Optional[int], typer.Option(help=_h(ProviderSettings, "max_concurrency"))] = None,
+    max_queue: Annotated[Optional[int], typer.Option(help=_h(ProviderSettings, "max_queue"))] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help=_h(ProviderSettings, "data_dir"))] = None,
+    nats_url: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "nats_url"))] = None,
+    policy: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "policy"))] = None,
+    network_share: Annotated[Optional[float], typer.Option(help=_h(ProviderSettings, "network_share"))] = None,
+    forward: Annotated[Optional[bool], typer.Option("--forward/--no-forward", help=_h(ProviderSettings, "forward"))] = None,
+    max_hops: Annotated[Optional[int], typer.Option(help=_h(ProviderSettings, "max_hops"))] = None,
+    slo_aware: Annotated[Optional[bool], typer.Option("--slo-aware/--no-slo-aware", help=_h(ProviderSettings, "slo_aware"))] = None,
+    min_price: Annotated[Optional[float], typer.Option(help=_h(ProviderSettings, "min_price"))] = None,
+    price: Annotated[Optional[float], typer.Option(help=_h(ProviderSettings, "price"))] = None,
+    drain_grace_s: Annotated[Optional[float], typer.Option(help=_h(ProviderSettings, "drain_grace_s"))] = None,
+    heartbeat_interval_s: Annotated[Optional[float], typer.Option(help=_h(ProviderSettings, "heartbeat_interval_s"))] = None,
+) -> None:
+    """Run a provider: its leaf nats-server joined to the hubs, its engine and its agent."""
+    from wwwserve.provider import run_provider
+
+    s = _build(ProviderSettings, dict(
+        name=name, hub=hub, host=host, port=port, model=model, engine=engine, engine_url=engine_url,
+        engine_opt=engine_opt, max_concurrency=max_concurrency, max_queue=max_queue, data_dir=data_dir,
+        nats_url=nats_url, policy=policy, network_share=network_share, forward=forward, max_hops=max_hops,
+        slo_aware=slo_aware, min_price=min_price, price=price, drain_grace_s=drain_grace_s,
+        heartbeat_interval_s=heartbeat_interval_s,
+    ))
+    try:
+        asyncio.run(run_provider(s))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def request(
+    model: Annotated[str, typer.Argument(help="model name")],
+    prompt: Annotated[str, typer.Argument(help="the prompt")],
+    nats_url: Annotated[str, typer.Option(help="NATS server(s) of the network, comma-separated")] = "nats://127.0.0.1:4222",
+    stream: Annotated[bool, typer.Option(help="print tokens as they arrive")] = False,
+    max_tokens: Annotated[int, typer.Option(help="tokens to generate at most")] = 64,
+    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.7,
+    chat: Annotated[bool, typer.Option(help="send the prompt as one user chat message")] = False,
+    timeout: Annotated[float, typer.Option(help="deadline in seconds")] = 60.0,
+    json_out: Annotated[bool, typer.Option("--json", help="print the reply as JSON")] = False,
+) -> None:
+    """Send one request into the network and print the answer."""
+    from wwwserve.client import Client
+    from wwwserve.errors import WWWServeError
+    from wwwserve.protocol.messages import Reply
+
+    body: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+    body.update({"messages": [{"role": "user", "content": prompt}]} if chat else {"prompt": prompt})
+
+    async def go() -> None:
+        async with Client(nats_url, timeout=timeout) as c:
+            if stream:
+                async for item in c.stream(model, body):
+                    if isinstance(item, Reply):
+                        sys.stdout.write("\n")
+                        if json_out:
+                            typer.echo(item.model_dump_json())
+                    else:
+                        sys.stdout.write(item.delta)
+                        sys.stdout.flush()
+            else:
+                r = await c.request(model, body)
+                typer.echo(r.model_dump_json() if json_out else r.text)
+
+    try:
+        asyncio.run(go())
+    except WWWServeError as exc:
+        typer.echo(json.dumps({"code": exc.code, "message": exc.message}) if json_out else f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def peers(
+    nats_url: Annotated[str, typer.Option(help="NATS server(s) of the network, comma-separated")] = "nats://127.0.0.1:4222",
+    wait: Annotated[float, typer.Option(help="seconds to listen for heartbeats")] = 1.5,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON array")] = False,
+) -> None:
+    """List the providers whose heartbeats arrive within `--wait` seconds."""
+    from wwwserve.observe import collect_heartbeats, peers_table
+
+    beats = asyncio.run(collect_heartbeats(nats_url, wait))
+    if json_out:
+        typer.echo(json.dumps([b.model_dump() for b in beats]))
+    else:
+        from rich.console import Console
+
+        Console().print(peers_table(beats))
+
+
+@app.command()
+def demo(
+    providers: Annotated[int, typer.Option(help="number of providers")] = 3,
+    requests: Annotated[int, typer.Option(help="number of requests")] = 6,
+    max_tokens: Annotated[int, typer.Option(help="tokens per answer")] = 24,
+    engine: Annotated[str, typer.Option(help="engine of every provider: embedded or sim")] = "embedded",
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object per request")] = False,
+) -> None:
+    """One command: a hub and providers on free loopback ports, requests answered, all shut down."""
+    from wwwserve.demo import run_demo
+
+    code = asyncio.run(run_demo(providers, requests, max_tokens, engine, json_out))
+    raise typer.Exit(code)

@@ -1,0 +1,243 @@
+"""Client SDK: `Client` (async) and `SyncClient` send requests into the network and read answers.
+
+Every request carries a request id, a deadline, and asks for an ack; the client then watches the
+responsible provider's heartbeats, so a provider that dies mid-request is noticed within the peer
+expiry instead of at the deadline. No responders (nobody serves the model right now) is retried with
+backoff until the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import nats
+import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from wwwserve import PROTOCOL_VERSION
+from wwwserve.errors import BackendError, DeadlineExceeded, UnknownModel, error_from_wire
+from wwwserve.protocol import headers as h
+from wwwserve.protocol import subjects
+from wwwserve.protocol.codec import Codec, decode, detect, encode
+from wwwserve.protocol.messages import ErrorBody, Heartbeat, Reply, StreamChunk
+
+_SLICE_S = 0.25
+
+
+class Client:
+    """An async client of the network, connected to any of its NATS servers."""
+
+    def __init__(
+        self,
+        servers: str | list[str] = "nats://127.0.0.1:4222",
+        *,
+        timeout: float = 60.0,
+        origin: str = "",
+        codec: Codec = Codec.MSGPACK,
+        provider_expiry_s: float = 3.5,
+    ) -> None:
+        self.servers = [s.strip() for s in servers.split(",")] if isinstance(servers, str) else servers
+        self.timeout = timeout
+        self.origin = origin
+        self.codec = codec
+        self.provider_expiry_s = provider_expiry_s
+        self._nc: nats.aio.client.Client | None = None
+        self._beats: dict[str, float] = {}
+        self._beat_sub: Subscription | None = None
+
+    async def connect(self) -> Client:
+        """Open the NATS connection (reconnects by itself afterwards)."""
+        self._nc = await nats.connect(
+            servers=self.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.5, name="wwwserve-client"
+        )
+        return self
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._nc is not None:
+            await self._nc.close()
+            self._nc = None
+
+    async def __aenter__(self) -> Client:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def nc(self) -> nats.aio.client.Client:
+        """The underlying nats-py connection."""
+        if self._nc is None:
+            raise RuntimeError("client not connected: use `async with Client(...)` or `await connect()`")
+        return self._nc
+
+    # ---- public calls ----------------------------------------------------------------------------
+
+    async def complete(self, model: str, prompt: str, **params: Any) -> Reply:
+        """A completion for `prompt`."""
+        return await self.request(model, {"prompt": prompt, **params})
+
+    async def chat(self, model: str, messages: list[dict[str, str]], **params: Any) -> Reply:
+        """A chat completion for `messages`."""
+        return await self.request(model, {"messages": messages, **params})
+
+    async def request(self, model: str, body: dict[str, Any], *, timeout: float | None = None) -> Reply:
+        """Send one non-streaming request; raise the typed error of an error reply."""
+        final: Reply | None = None
+        async for item in self._exchange(model, {**body, "stream": False}, timeout):
+            if isinstance(item, Reply):
+                final = item
+        assert final is not None
+        return final
+
+    async def stream(
+        self, model: str, body: dict[str, Any], *, timeout: float | None = None
+    ) -> AsyncIterator[StreamChunk | Reply]:
+        """Stream chunks in order, then the final Reply."""
+        async for item in self._exchange(model, {**body, "stream": True}, timeout):
+            yield item
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    async def _watch_heartbeats(self) -> None:
+        if self._beat_sub is None:
+            async def on_beat(msg: Msg) -> None:
+                name = msg.subject.rsplit(".", 1)[-1]
+                try:
+                    gone = not json.loads(msg.data).get("models")
+                except ValueError:
+                    return
+                if gone:
+                    self._beats.pop(name, None)
+                else:
+                    self._beats[name] = time.monotonic()
+
+            self._beat_sub = await self.nc.subscribe(subjects.HEARTBEAT_ALL, cb=on_beat)
+
+    def _provider_alive(self, name: str, since: float) -> bool:
+        last = self._beats.get(name, since)
+        return time.monotonic() - last <= self.provider_expiry_s
+
+    async def _exchange(
+        self, model: str, body: dict[str, Any], timeout: float | None
+    ) -> AsyncIterator[StreamChunk | Reply]:
+        await self._watch_heartbeats()
+        timeout = timeout or self.timeout
+        deadline = time.monotonic() + timeout
+        routing = h.Routing(
+            request_id=h.new_request_id(), hops=0, deadline_ms=h.now_ms() + int(timeout * 1000),
+            origin=self.origin, version=PROTOCOL_VERSION,
+        )
+        headers = {**routing.to_headers(), h.CONTENT_TYPE: self.codec.value, h.WANT_ACK: "true"}
+        payload = encode(body, self.codec)
+        subject = subjects.request_subject(model)
+        backoff = 0.05
+        while True:
+            inbox = self.nc.new_inbox()
+            sub = await self.nc.subscribe(inbox)
+            try:
+                await self.nc.publish(subject, payload, reply=inbox, headers=headers)
+                retry = False
+                async for item in self._read(sub, deadline, routing.request_id):
+                    if item is None:
+                        retry = True
+                        break
+                    yield item
+                if not retry:
+                    return
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            left = deadline - time.monotonic()
+            if left <= backoff:
+                raise UnknownModel(f"no provider answered for model {model!r} before the deadline")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 0.5)
+
+    async def _read(
+        self, sub: Subscription, deadline: float, request_id: str
+    ) -> AsyncIterator[StreamChunk | Reply | None]:
+        """Messages of one attempt; None means: nobody took it, retry (nothing was delivered yet)."""
+        responsible: str | None = None
+        acked_at = time.monotonic()
+        delivered = False
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(f"no complete answer before the deadline (request {request_id})")
+            try:
+                msg = await sub.next_msg(timeout=min(_SLICE_S, left))
+            except nats.errors.TimeoutError:
+                if responsible and not self._provider_alive(responsible, acked_at):
+                    if not delivered:
+                        yield None  # retry elsewhere, same request id
+                        return
+                    raise BackendError(f"provider {responsible} stopped responding mid-stream") from None
+                continue
+            mh = msg.headers or {}
+            if mh.get(h.NATS_STATUS) == "503":
+                yield None
+                return
+            if h.ACK in mh:
+                responsible, acked_at = mh[h.ACK], time.monotonic()
+                continue
+            obj = decode(msg.data, detect(msg.data, mh))
+            if mh.get(h.STATUS, "200") != "200" or h.ERROR in mh:
+                err = ErrorBody.model_validate(obj)
+                raise error_from_wire(err.code, err.message)
+            delivered = True
+            if obj.get("final"):
+                yield Reply.model_validate(obj)
+                return
+            yield StreamChunk.model_validate(obj)
+
+
+class SyncClient:
+    """A blocking wrapper around `Client` for scripts and notebooks; owns a private event loop."""
+
+    def __init__(self, servers: str | list[str] = "nats://127.0.0.1:4222", **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = Client(servers, **kwargs)
+        self._loop.run_until_complete(self._client.connect())
+
+    def complete(self, model: str, prompt: str, **params: Any) -> Reply:
+        """A completion for `prompt`."""
+        return self._loop.run_until_complete(self._client.complete(model, prompt, **params))
+
+    def chat(self, model: str, messages: list[dict[str, str]], **params: Any) -> Reply:
+        """A chat completion for `messages`."""
+        return self._loop.run_until_complete(self._client.chat(model, messages, **params))
+
+    def stream(self, model: str, body: dict[str, Any]) -> Iterator[StreamChunk | Reply]:
+        """Stream chunks, then the final Reply."""
+        agen = self._client.stream(model, body)
+        while True:
+            try:
+                yield self._loop.run_until_complete(agen.__anext__())
+            except StopAsyncIteration:
+                return
+
+    def close(self) -> None:
+        """Close the connection and the loop."""
+        self._loop.run_until_complete(self._client.close())
+        self._loop.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def heartbeat_from(msg: Msg) -> Heartbeat | None:
+    """Parse a heartbeat message, or None when it is not one."""
+    try:
+        return Heartbeat.model_validate_json(msg.data)
+    except ValueError:
+        return None

@@ -1,0 +1,64 @@
+"""The engine interface every backend implements, and the small types it speaks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from wwwserve.protocol.messages import CompletionRequest
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of generated text; the last one of a generation carries `finish_reason` and counts."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    """What an engine knows about its own load and speed, for heartbeats and the dispatch policy."""
+
+    running: int = 0
+    waiting: int = 0
+    healthy: bool = True
+    prefill_tps: float = 0.0  # prompt tokens per second, 0 = unknown
+    tpot_ms: float = 0.0  # time per output token at the current batch, 0 = unknown
+
+
+class Engine(Protocol):
+    """An inference backend: `generate` streams deltas; the last delta has a finish_reason."""
+
+    kind: str
+
+    async def start(self) -> None:
+        """Load weights or connect; called once before the agent takes requests."""
+
+    async def close(self) -> None:
+        """Release what `start` took."""
+
+    def generate(self, request: CompletionRequest, model: str) -> AsyncIterator[Delta]:
+        """Stream the answer to `request`; cancelling the iterator stops the generation."""
+        ...
+
+    def load(self) -> EngineLoad:
+        """Current load, read without blocking."""
+        ...
+
+
+def prompt_text(request: CompletionRequest) -> str:
+    """A plain-text rendering of the prompt, for engines without a chat template."""
+    if request.prompt is not None:
+        return request.prompt
+    lines = [f"{m.role}: {m.content}" for m in request.messages or []]
+    return "\n".join([*lines, "assistant:"])
+
+
+def apply_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """Cut `text` at the first stop sequence; tell whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

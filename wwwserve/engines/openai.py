@@ -1,0 +1,169 @@
+"""Engine for any OpenAI-compatible HTTP server (vLLM `vllm serve`, SGLang, llama.cpp server).
+
+Streams with SSE; reads vLLM/SGLang Prometheus metrics (when the server has them) for real load
+figures instead of guessing, as the original WWW.Serve nodes did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import structlog
+
+from wwwserve.engines.base import Delta, EngineLoad
+from wwwserve.errors import BackendError
+from wwwserve.protocol.messages import CompletionRequest
+
+log = structlog.get_logger(__name__)
+
+_METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)")
+_RUNNING = ("vllm:num_requests_running", "sglang:num_running_reqs")
+_WAITING = ("vllm:num_requests_waiting", "sglang:num_queue_reqs")
+
+
+@dataclass
+class OpenAIOptions:
+    """Engine options for `openai`, set with `--engine-opt key=value`."""
+
+    served_model: str = ""  # the name the server knows the model by; default: the network's name
+    api_key: str = ""
+    metrics_interval_s: float = 1.0
+    timeout_s: float = 600.0
+
+    @classmethod
+    def from_opts(cls, opts: dict[str, str]) -> OpenAIOptions:
+        """Parse string options, refusing unknown keys."""
+        known = cls.__dataclass_fields__
+        unknown = set(opts) - set(known)
+        if unknown:
+            raise ValueError(f"unknown openai engine option(s) {sorted(unknown)}; known: {sorted(known)}")
+        out = cls()
+        for k, v in opts.items():
+            setattr(out, k, type(getattr(out, k))(v))
+        return out
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Sum Prometheus samples by metric name (over all label sets)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = _METRIC.match(line)
+        if m:
+            with contextlib.suppress(ValueError):
+                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+    return out
+
+
+class OpenAIEngine:
+    """Talks to an OpenAI-compatible server at `base_url` (with or without a trailing /v1)."""
+
+    kind = "openai"
+
+    def __init__(self, base_url: str, options: OpenAIOptions | None = None) -> None:
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        self.options = options or OpenAIOptions()
+        self._client: httpx.AsyncClient | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._running = 0
+        self._server_running: float | None = None
+        self._server_waiting: float | None = None
+        self._healthy = True
+
+    async def start(self) -> None:
+        """Open the HTTP client and start polling /metrics."""
+        headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.options.timeout_s, connect=5)
+        )
+        self._poller = asyncio.create_task(self._poll_metrics())
+
+    async def close(self) -> None:
+        """Stop polling and close the client."""
+        if self._poller:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        if self._client:
+            await self._client.aclose()
+
+    def load(self) -> EngineLoad:
+        """The server's own counts when it exports them, else what passes through this engine."""
+        running = int(self._server_running) if self._server_running is not None else self._running
+        waiting = int(self._server_waiting or 0)
+        return EngineLoad(running=running, waiting=waiting, healthy=self._healthy)
+
+    async def _poll_metrics(self) -> None:
+        assert self._client is not None
+        while True:
+            try:
+                resp = await self._client.get("/metrics", timeout=2.0)
+                if resp.status_code == 200:
+                    m = parse_metrics(resp.text)
+                    self._server_running = next((m[k] for k in _RUNNING if k in m), None)
+                    self._server_waiting = next((m[k] for k in _WAITING if k in m), None)
+                self._healthy = True
+            except httpx.HTTPError:
+                self._healthy = False
+            await asyncio.sleep(self.options.metrics_interval_s)
+
+    async def generate(self, request: CompletionRequest, model: str) -> AsyncIterator[Delta]:
+        """Stream from /v1/completions or /v1/chat/completions and translate the SSE chunks."""
+        if self._client is None:
+            raise BackendError("openai engine not started")
+        chat = request.messages is not None
+        body: dict[str, object] = {
+            "model": self.options.served_model or model,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.stop is not None:
+            body["stop"] = request.stop
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if chat:
+            body["messages"] = [m.model_dump() for m in request.messages or []]
+        else:
+            body["prompt"] = request.prompt
+        path = "/v1/chat/completions" if chat else "/v1/completions"
+        finish: str | None = None
+        usage = (0, 0)
+        produced = 0
+        self._running += 1
+        try:
+            async with self._client.stream("POST", path, json=body) as resp:
+                if resp.status_code != 200:
+                    detail = (await resp.aread()).decode(errors="replace")[:500]
+                    raise BackendError(f"engine answered HTTP {resp.status_code}: {detail}")
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if chunk.get("usage"):
+                        u = chunk["usage"]
+                        usage = (int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
+                    for choice in chunk.get("choices") or []:
+                        text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                        if text:
+                            produced += 1
+                            yield Delta(text)
+                        finish = choice.get("finish_reason") or finish
+        except httpx.HTTPError as exc:
+            self._healthy = False
+            raise BackendError(f"engine at {self.base_url} failed: {exc!r}") from exc
+        except json.JSONDecodeError as exc:
+            raise BackendError(f"engine sent a malformed stream chunk: {exc}") from exc
+        finally:
+            self._running -= 1
+        yield Delta("", finish or "stop", usage[0], usage[1] or produced)

@@ -1,0 +1,107 @@
+"""A calibrated simulated engine for tests and benchmarks: real timing model, deterministic text.
+
+Timing model (continuous batching, see docs/benchmarks.md):
+  prefill_s = prompt_tokens / prefill_tps                      (prefill_tps = 0: instant)
+  each output token takes decode_tpot_ms * (1 + batch_slowdown * (running - 1)) ms
+where `running` is the number of requests inside the engine at that step. Prompt tokens are the
+whitespace-separated words of the prompt (benchmarks send prompts of exactly the trace's length).
+Output is exactly `max_tokens` tokens (finish_reason "length") unless a stop sequence cuts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from wwwserve.engines.base import Delta, EngineLoad, apply_stop, prompt_text
+from wwwserve.protocol.messages import CompletionRequest
+
+_WORDS = (
+    "the network answers every request with care while providers share capacity and credits "
+    "flow to those who serve others well latency stays low because dispatch follows the load"
+).split()
+
+
+@dataclass
+class SimOptions:
+    """Engine options for `sim`, set with `--engine-opt key=value`."""
+
+    prefill_tps: float = 0.0
+    decode_tpot_ms: float = 0.0
+    batch_slowdown: float = 0.0
+    corrupt: float = 0.0
+
+    @classmethod
+    def from_opts(cls, opts: dict[str, str]) -> SimOptions:
+        """Parse string options, refusing unknown keys so typos do not pass silently."""
+        known = cls.__dataclass_fields__
+        unknown = set(opts) - set(known)
+        if unknown:
+            raise ValueError(f"unknown sim engine option(s) {sorted(unknown)}; known: {sorted(known)}")
+        values = {k: float(v) for k, v in opts.items()}
+        if any(v < 0 for v in values.values()):
+            raise ValueError("sim engine options must be >= 0")
+        return cls(**values)
+
+
+class SimEngine:
+    """Simulated engine: sleeps as a GPU serving engine would, answers with deterministic words."""
+
+    kind = "sim"
+
+    def __init__(self, options: SimOptions | None = None) -> None:
+        self.options = options or SimOptions()
+        self._running = 0
+
+    async def start(self) -> None:
+        """Nothing to load."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def load(self) -> EngineLoad:
+        """Running count and the speeds of the timing model."""
+        o = self.options
+        return EngineLoad(
+            running=self._running,
+            prefill_tps=o.prefill_tps,
+            tpot_ms=o.decode_tpot_ms * (1 + o.batch_slowdown * max(0, self._running - 1)),
+        )
+
+    async def generate(self, request: CompletionRequest, model: str) -> AsyncIterator[Delta]:
+        """Stream `max_tokens` deterministic words, timed by the model above."""
+        text = prompt_text(request)
+        prompt_tokens = len(text.split())
+        seed = hashlib.sha256(f"{model}\0{text}\0{request.seed}".encode()).digest()
+        rng = random.Random(seed)
+        corrupt = self.options.corrupt > 0 and rng.random() < self.options.corrupt
+        stops = request.stop_list()
+        self._running += 1
+        try:
+            o = self.options
+            if o.prefill_tps > 0:
+                await asyncio.sleep(prompt_tokens / o.prefill_tps)
+            produced = ""
+            for i in range(request.max_tokens):
+                if o.decode_tpot_ms > 0:
+                    step = o.decode_tpot_ms * (1 + o.batch_slowdown * max(0, self._running - 1))
+                    await asyncio.sleep(step / 1000.0)
+                elif i % 64 == 63:
+                    await asyncio.sleep(0)  # stay fair to other tasks when instant
+                word = rng.choice(_WORDS) if not corrupt else "".join(rng.choices("#%&@!", k=5))
+                piece = word if i == 0 else " " + word
+                cut, stopped = apply_stop(produced + piece, stops)
+                if stopped:
+                    yield Delta(cut[len(produced):], "stop", prompt_tokens, i)
+                    return
+                produced += piece
+                last = i == request.max_tokens - 1
+                if last:
+                    yield Delta(piece, "length", prompt_tokens, i + 1)
+                else:
+                    yield Delta(piece)
+        finally:
+            self._running -= 1

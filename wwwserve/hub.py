@@ -1,0 +1,71 @@
+"""`wwwserve hub`: render a hub config and run nats-server until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated, ClassVar
+
+import structlog
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from wwwserve.broker.config import HubConfig
+from wwwserve.broker.process import NatsServer
+from wwwserve.config import WWWServeSettings
+
+log = structlog.get_logger(__name__)
+
+
+class HubSettings(WWWServeSettings):
+    """Settings of a hub (a public seed server of the network)."""
+
+    toml_table: ClassVar[str] = "hub"
+
+    name: str = Field("hub", description="server name, unique among hubs")
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 for a public hub)")
+    port: int = Field(4222, description="client port")
+    leafnode_port: int = Field(7422, description="port provider leaf nodes connect to")
+    http_port: int | None = Field(None, description="nats-server monitoring port (/varz, /leafz)")
+    cluster_port: int | None = Field(None, description="cluster port, to join other hubs")
+    routes: Annotated[list[str], NoDecode] = Field(default_factory=list, description="other hubs' cluster URLs")
+    leaf_user: str | None = Field(None, description="user leaf nodes must present")
+    leaf_password: str | None = Field(None, description="password leaf nodes must present")
+    data_dir: Path = Field(Path("./wwwserve-hub"), description="where the config and log go")
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+    def config(self) -> HubConfig:
+        """The nats-server config these settings describe."""
+        return HubConfig(
+            name=self.name, host=self.host, port=self.port, leafnode_port=self.leafnode_port,
+            http_port=self.http_port, cluster_port=self.cluster_port, routes=self.routes,
+            leaf_user=self.leaf_user, leaf_password=self.leaf_password,
+        )
+
+
+async def run_hub(settings: HubSettings) -> None:
+    """Run the hub's nats-server until SIGTERM/SIGINT, then stop it."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = NatsServer(settings.config().render(), port=settings.port, host=settings.host,
+                        workdir=settings.data_dir, name=settings.name)
+    async with server:
+        log.info("hub.ready", url=server.url, leafnodes=f"nats-leaf://{settings.host}:{settings.leafnode_port}")
+        waiter = asyncio.create_task(stop.wait())
+        died = asyncio.create_task(_wait_exit(server))
+        await asyncio.wait({waiter, died}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        died.cancel()
+    log.info("hub.stopped")
+
+
+async def _wait_exit(server: NatsServer) -> None:
+    while server.pid is not None:
+        await asyncio.sleep(0.5)

@@ -1,0 +1,46 @@
+"""Watching the network from outside: collect heartbeats and render them for people."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+from rich.table import Table
+
+from wwwserve.client import heartbeat_from
+from wwwserve.protocol import subjects
+from wwwserve.protocol.messages import Heartbeat
+
+
+async def collect_heartbeats(nats_url: str, wait_s: float) -> list[Heartbeat]:
+    """The latest heartbeat of each provider heard within `wait_s` seconds, sorted by name."""
+    nc = await nats.connect(servers=[u.strip() for u in nats_url.split(",")], name="wwwserve-peers")
+    seen: dict[str, Heartbeat] = {}
+    try:
+        sub = await nc.subscribe(subjects.HEARTBEAT_ALL)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait_s
+        while (left := end - loop.time()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=left)
+            except nats.errors.TimeoutError:
+                break
+            beat = heartbeat_from(msg)
+            if beat is not None and beat.models:
+                seen[beat.name] = beat
+    finally:
+        await nc.close()
+    return sorted(seen.values(), key=lambda b: b.name)
+
+
+def peers_table(beats: list[Heartbeat]) -> Table:
+    """A rich table of providers, one row each."""
+    t = Table(title="wwwserve providers")
+    for col in ("name", "models", "engine", "load", "accepting", "ttft ms", "latency ms", "tok/s"):
+        t.add_column(col)
+    for b in beats:
+        t.add_row(
+            b.name, ", ".join(b.models), b.engine, f"{b.running}+{b.queued}/{b.capacity}",
+            "yes" if b.accepting else "no", f"{b.ttft_ms:.0f}", f"{b.latency_ms:.0f}", f"{b.tokens_per_s:.1f}",
+        )
+    return t

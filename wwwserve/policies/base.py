@@ -1,0 +1,119 @@
+"""The policy interface: plain data in, one decision out; no NATS, no clocks, no I/O."""
+
+from __future__ import annotations
+
+import importlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What the policy may know about the request being dispatched."""
+
+    model: str
+    prompt_tokens: int
+    max_tokens: int
+    remaining_ms: float  # until the hard deadline
+    hops: int = 0
+    own_user: bool = True  # from this provider's own users (not forwarded by a peer)
+    slo_ms: float | None = None  # the latency the user hopes for (soft)
+    max_price: float | None = None
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """Load and speed of one server (this agent or a peer), as the policy sees it."""
+
+    name: str
+    capacity: int
+    running: int = 0
+    queued: int = 0
+    queue_limit: int = 0
+    prefill_tps: float = 0.0  # 0 = unknown
+    tpot_ms: float = 0.0  # 0 = unknown
+    ttft_ms: float = 0.0  # recent mean
+    latency_ms: float = 0.0  # recent mean
+    network_share: float = 1.0
+    price: float = 0.0
+    stake: float = 0.0
+    reputation: float = 1.0
+
+    @property
+    def load(self) -> int:
+        """Requests inside (running + queued)."""
+        return self.running + self.queued
+
+
+@dataclass(frozen=True)
+class OwnState(ServerState):
+    """This agent's state plus its participation settings."""
+
+    forward: bool = True
+    max_hops: int = 2
+    slo_aware: bool = True
+    min_price: float = 0.0
+
+
+@dataclass(frozen=True)
+class PeerState(ServerState):
+    """A peer's last heartbeat, aged, plus what we sent it since."""
+
+    age_s: float = 0.0
+    sent_since_beat: int = 0
+    accepting: bool = True
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Serve on this agent's own engine."""
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Send to this peer on its direct subject and relay its answer."""
+
+    peer: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Refuse with this wire error code (usually `overloaded`) and reason."""
+
+    code: str
+    reason: str
+
+
+Decision = Accept | Forward | Reject
+
+
+class Policy(Protocol):
+    """A dispatch policy: `decide` must be pure and fast; it runs for every request."""
+
+    name: str
+
+    def decide(
+        self, req: RequestInfo, own: OwnState, peers: Sequence[PeerState], rng: random.Random
+    ) -> Decision:
+        """Choose what to do with one request."""
+        ...
+
+
+def load_policy(spec: str) -> Policy:
+    """Build a policy from `default`, `isolated`, `centralized`, or `package.module:ClassName`."""
+    from wwwserve.policies.centralized import CentralizedPolicy
+    from wwwserve.policies.default import DefaultPolicy
+    from wwwserve.policies.isolated import IsolatedPolicy
+
+    builtin: dict[str, type] = {
+        "default": DefaultPolicy, "wwwserve": DefaultPolicy, "isolated": IsolatedPolicy,
+        "centralized": CentralizedPolicy,
+    }
+    if spec in builtin:
+        return builtin[spec]()  # type: ignore[no-any-return]
+    module, sep, cls = spec.partition(":")
+    if not sep:
+        raise ValueError(f"unknown policy {spec!r}: use {sorted(builtin)} or package.module:ClassName")
+    return getattr(importlib.import_module(module), cls)()  # type: ignore[no-any-return]

@@ -1,0 +1,99 @@
+"""The default policy: load-, SLO- and stake-aware, decided from heartbeats alone (no probes).
+
+Formulas (docs/policies.md):
+- every option (local, each eligible peer) gets an estimate from `estimate.estimate`; a peer's load
+  counts what we sent it since its last heartbeat, and its estimate carries the hop cost plus a
+  staleness penalty proportional to the heartbeat's age;
+- target = min(slo_ms, remaining_ms) (remaining_ms alone when the request states no SLO);
+- serve locally when a slot is free and local meets the target (no hop is cheaper than a hop);
+- otherwise draw among options that meet the target, weighted by (1 / e2e) x trust, where trust
+  grows with stake and reputation (with a floor, so newcomers still get traffic);
+- if nothing meets the target, take the fastest option that still makes the deadline;
+- reject with `overloaded` when no option can make the deadline.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from wwwserve.policies.base import (
+    Accept,
+    Decision,
+    Forward,
+    OwnState,
+    PeerState,
+    Reject,
+    RequestInfo,
+)
+from wwwserve.policies.estimate import Estimate, estimate
+
+
+@dataclass
+class DefaultPolicy:
+    """Load- and SLO-aware dispatch with weighted random peer choice."""
+
+    name: str = "default"
+    withdraws: bool = True
+    hop_ms: float = 2.0  # cost of one extra broker hop and relay
+    staleness_ms_per_s: float = 50.0  # penalty per second of heartbeat age
+    stake_floor: float = 0.2  # share of weight a peer with no stake still gets
+
+    def _local_room(self, req: RequestInfo, own: OwnState) -> bool:
+        if not req.own_user and own.load >= math.ceil(own.capacity * own.network_share):
+            return False  # the rest of our capacity is kept for our own users
+        return own.load < own.capacity + own.queue_limit
+
+    def _peer_room(self, p: PeerState) -> bool:
+        if not p.accepting:
+            return False
+        return p.load + p.sent_since_beat < math.ceil(p.capacity * p.network_share) + p.queue_limit
+
+    def _trust(self, p: PeerState) -> float:
+        stake = self.stake_floor + (1 - self.stake_floor) * (p.stake / (p.stake + 100.0))
+        return stake * max(0.05, p.reputation)
+
+    def decide(
+        self, req: RequestInfo, own: OwnState, peers: Sequence[PeerState], rng: random.Random
+    ) -> Decision:
+        """Accept, forward to a peer drawn by expected latency and trust, or reject."""
+        target = min(req.slo_ms, req.remaining_ms) if req.slo_ms else req.remaining_ms
+        local: Estimate | None = estimate(req, own) if self._local_room(req, own) else None
+        if local is not None and own.load < own.capacity and local.e2e_ms <= target:
+            return Accept()
+
+        can_forward = req.hops < own.max_hops and (own.forward or not req.own_user)
+        options: list[tuple[str | None, Estimate, float]] = []
+        if local is not None:
+            options.append((None, local, 1.0))
+        if can_forward:
+            for p in peers:
+                if not self._peer_room(p):
+                    continue
+                if req.max_price is not None and p.price > req.max_price:
+                    continue
+                est = estimate(
+                    req, p, extra_load=p.sent_since_beat,
+                    hop_ms=self.hop_ms + self.staleness_ms_per_s * p.age_s,
+                )
+                options.append((p.name, est, self._trust(p)))
+        if not options:
+            return Reject("overloaded", f"{own.name} and its peers are full for {req.model}")
+
+        meeting = [o for o in options if o[1].e2e_ms <= target]
+        if meeting:
+            weights = [trust / max(1.0, est.e2e_ms) for _, est, trust in meeting]
+            choice = rng.choices(meeting, weights=weights, k=1)[0][0]
+        else:
+            feasible = [o for o in options if o[1].e2e_ms <= req.remaining_ms]
+            if not feasible and own.slo_aware:
+                best = min(o[1].e2e_ms for o in options)
+                return Reject(
+                    "overloaded",
+                    f"no provider can finish before the deadline (best estimate {best:.0f} ms, "
+                    f"{req.remaining_ms:.0f} ms left)",
+                )
+            choice = min(feasible or options, key=lambda o: o[1].e2e_ms)[0]
+        return Accept() if choice is None else Forward(choice)

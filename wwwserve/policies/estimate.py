@@ -1,0 +1,41 @@
+"""Latency estimates from a server's reported state: the arithmetic every policy shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wwwserve.policies.base import RequestInfo, ServerState
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Expected time to first token and to the last token, in milliseconds."""
+
+    ttft_ms: float
+    e2e_ms: float
+
+
+def service_ms(req: RequestInfo, s: ServerState) -> tuple[float, float]:
+    """Prefill and decode time of `req` on `s` once it runs, from speeds or recent means."""
+    if s.prefill_tps > 0:
+        prefill = req.prompt_tokens / s.prefill_tps * 1000.0
+    else:
+        prefill = s.ttft_ms
+    decode = max(0, req.max_tokens - 1) * s.tpot_ms
+    return prefill, decode
+
+
+def estimate(req: RequestInfo, s: ServerState, extra_load: int = 0, hop_ms: float = 0.0) -> Estimate:
+    """Expected TTFT and end-to-end latency of `req` if `s` takes it now.
+
+    wait = 0 with a free slot, else (queued ahead + 1) / capacity x mean service time;
+    ttft = hop + wait + prefill; e2e = ttft + (max_tokens - 1) x tpot.
+    """
+    prefill, decode = service_ms(req, s)
+    load = s.load + extra_load
+    wait = 0.0
+    if load >= s.capacity:
+        mean_service = s.latency_ms if s.latency_ms > 0 else prefill + decode
+        wait = (load - s.capacity + 1) / max(1, s.capacity) * mean_service
+    ttft = hop_ms + wait + prefill
+    return Estimate(ttft, ttft + decode)

@@ -1,0 +1,23 @@
+"""The `isolated` reference policy: a provider that never forwards (providers working alone)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from wwwserve.policies.base import Accept, Decision, OwnState, PeerState, Reject, RequestInfo
+
+
+class IsolatedPolicy:
+    """Serve everything locally while the queue has room; never forward, never withdraw."""
+
+    name = "isolated"
+    withdraws = False
+
+    def decide(
+        self, req: RequestInfo, own: OwnState, peers: Sequence[PeerState], rng: random.Random
+    ) -> Decision:
+        """Accept while a slot or queue place is free, else `overloaded`."""
+        if own.load < own.capacity + own.queue_limit:
+            return Accept()
+        return Reject("overloaded", f"{own.name} is full ({own.load} in, capacity {own.capacity})")

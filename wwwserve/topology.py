@@ -1,0 +1,123 @@
+"""A whole network on one machine: a hub and providers on free loopback ports (demo, bench, tests).
+
+Every nats-server is a real child process; agents run as tasks of the calling event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from wwwserve.agent.agent import Agent
+from wwwserve.agent.settings import ProviderSettings
+from wwwserve.broker.config import HubConfig, LeafConfig
+from wwwserve.broker.process import NatsServer, free_port
+from wwwserve.engines.base import Engine
+from wwwserve.engines.factory import create_engine
+from wwwserve.policies.base import load_policy
+
+
+@dataclass
+class ProviderHandle:
+    """One running provider: its leaf node, agent and the task running the agent."""
+
+    name: str
+    leaf: NatsServer
+    agent: Agent
+    task: asyncio.Task[None]
+
+    @property
+    def url(self) -> str:
+        """Client URL of this provider's leaf node (where its own users connect)."""
+        return self.leaf.url
+
+
+@dataclass
+class LocalNetwork:
+    """Start with `async with LocalNetwork() as net`, then `await net.add_provider(...)`."""
+
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="wwwserve-net-")))
+    hub: NatsServer | None = None
+    providers: dict[str, ProviderHandle] = field(default_factory=dict)
+    leafnode_port: int = 0
+
+    async def start(self) -> None:
+        """Start the hub."""
+        port, self.leafnode_port = free_port(), free_port()
+        cfg = HubConfig(name="hub", port=port, leafnode_port=self.leafnode_port)
+        self.hub = NatsServer(cfg.render(), port=port, workdir=self.workdir / "hub", name="hub")
+        await self.hub.start()
+
+    @property
+    def hub_url(self) -> str:
+        """Client URL of the hub."""
+        assert self.hub is not None
+        return self.hub.url
+
+    async def add_provider(
+        self, name: str, *, engine_impl: Engine | None = None, wait_peers: bool = True, **settings: Any
+    ) -> ProviderHandle:
+        """Start a leaf node and an agent; by default wait until the others see its heartbeat."""
+        port = free_port()
+        leaf = NatsServer(
+            LeafConfig(hub_urls=[f"127.0.0.1:{self.leafnode_port}"], name=f"leaf-{name}", port=port).render(),
+            port=port, workdir=self.workdir / name, name=f"leaf-{name}",
+        )
+        await leaf.start()
+        await asyncio.sleep(0.05)
+        s = ProviderSettings(name=name, nats_url=leaf.url, data_dir=self.workdir / name, **settings)
+        eng = engine_impl or create_engine(s.engine, s.engine_url, s.engine_opt)
+        agent = Agent(s, eng, load_policy(s.policy))
+        task = asyncio.create_task(agent.run())
+        ready = asyncio.create_task(agent.wait_ready())
+        await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            await leaf.stop()
+            task.result()  # raises the agent's startup error
+        handle = ProviderHandle(name, leaf, agent, task)
+        self.providers[name] = handle
+        if wait_peers:
+            await self.wait_for_peers()
+        return handle
+
+    async def wait_for_peers(self, timeout: float = 15.0) -> None:
+        """Wait until every agent's peer table lists every other provider."""
+        names = set(self.providers)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while loop.time() < end:
+            if all({p.beat.name for p in h.agent.peers.alive()} >= names - {n} for n, h in self.providers.items()):
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError("providers did not see each other's heartbeats in time")
+
+    async def stop_provider(self, name: str) -> None:
+        """Drain and stop one provider's agent, then its leaf node."""
+        h = self.providers.pop(name)
+        h.agent.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(h.task, 30)
+        await h.leaf.stop()
+
+    async def close(self) -> None:
+        """Stop every provider and the hub, and remove the work directory."""
+        await asyncio.gather(*(self.stop_provider(n) for n in list(self.providers)), return_exceptions=True)
+        if self.hub is not None:
+            await self.hub.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    async def __aenter__(self) -> LocalNetwork:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
