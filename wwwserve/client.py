@@ -79,13 +79,15 @@ class Client:
 
     # ---- public calls ----------------------------------------------------------------------------
 
-    async def complete(self, model: str, prompt: str, **params: Any) -> Reply:
-        """A completion for `prompt`."""
-        return await self.request(model, {"prompt": prompt, **params})
+    async def complete(self, model: str, prompt: str, *, timeout: float | None = None, **params: Any) -> Reply:
+        """A completion for `prompt`; `params` are request fields (max_tokens, temperature, ...)."""
+        return await self.request(model, {"prompt": prompt, **params}, timeout=timeout)
 
-    async def chat(self, model: str, messages: list[dict[str, str]], **params: Any) -> Reply:
-        """A chat completion for `messages`."""
-        return await self.request(model, {"messages": messages, **params})
+    async def chat(
+        self, model: str, messages: list[dict[str, str]], *, timeout: float | None = None, **params: Any
+    ) -> Reply:
+        """A chat completion for `messages`; `params` are request fields."""
+        return await self.request(model, {"messages": messages, **params}, timeout=timeout)
 
     async def request(self, model: str, body: dict[str, Any], *, timeout: float | None = None) -> Reply:
         """Send one non-streaming request; raise the typed error of an error reply."""

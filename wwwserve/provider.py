@@ -41,3 +41,4 @@ async def run_provider(settings: ProviderSettings) -> None:
     finally:
         if leaf is not None:
             await leaf.stop()
+

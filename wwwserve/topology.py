@@ -98,13 +98,17 @@ class LocalNetwork:
             await asyncio.sleep(0.05)
         raise TimeoutError("providers did not see each other's heartbeats in time")
 
-    async def stop_provider(self, name: str) -> None:
-        """Drain and stop one provider's agent, then its leaf node."""
-        h = self.providers.pop(name)
+    async def stop_agent(self, name: str) -> None:
+        """Drain and stop one provider's agent; its leaf node stays up (its users still connect)."""
+        h = self.providers[name]
         h.agent.stop()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(h.task, 30)
-        await h.leaf.stop()
+            await asyncio.wait_for(asyncio.shield(h.task), 30)
+
+    async def stop_provider(self, name: str) -> None:
+        """Drain and stop one provider's agent, then its leaf node."""
+        await self.stop_agent(name)
+        await self.providers.pop(name).leaf.stop()
 
     async def close(self) -> None:
         """Stop every provider and the hub, and remove the work directory."""

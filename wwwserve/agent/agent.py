@@ -106,7 +106,9 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             await self._publish_heartbeat(goodbye=True)
-            await self.nc.drain()
+            with contextlib.suppress(Exception):
+                await self.nc.flush(timeout=2)
+            await self.nc.close()  # our own drain above already finished the work
         finally:
             await self.engine.close()
             self.log.info("agent.stopped", served=self.stats.served, forwarded=self.stats.forwarded)
@@ -193,8 +195,11 @@ class Agent:
             return
         if not beat.models:
             self.peers.remove(beat.name)
-        else:
-            self.peers.update(beat)
+            return
+        is_new = beat.name != self.name and not self.peers.knows(beat.name)
+        self.peers.update(beat)
+        if is_new:
+            self._changed.set()  # introduce ourselves to a newcomer at once, not at the next tick
 
     # ---- heartbeats ------------------------------------------------------------------------------
 
@@ -239,12 +244,13 @@ class Agent:
         interval = self.settings.heartbeat_interval_s
         min_gap = min(0.05, interval)
         last = 0.0
-        while True:
+        while not self._draining:
             self._changed.clear()
             gap = time.monotonic() - last
             if gap < min_gap:
                 await asyncio.sleep(min_gap - gap)
             await self._publish_heartbeat()
             last = time.monotonic()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):  # not wait_for: 3.11's can swallow a cancel
+                    await self._changed.wait()

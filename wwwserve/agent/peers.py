@@ -38,6 +38,10 @@ class PeerTable:
             return  # out of order
         self._peers[beat.name] = Peer(beat, time.monotonic())
 
+    def knows(self, name: str) -> bool:
+        """Whether `name` is in the table (alive or not yet expired-and-dropped)."""
+        return name in self._peers
+
     def note_forwarded(self, name: str) -> None:
         """Count a request we just sent, so the next choice does not herd onto the same peer."""
         peer = self._peers.get(name)

@@ -1,0 +1,36 @@
+"""Fixtures: real nats-server processes on free loopback ports, always stopped after the test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from wwwserve.logs import configure_logging
+from wwwserve.topology import LocalNetwork
+
+configure_logging("warning", json_logs=False)
+
+SIM_FAST = {"prefill_tps": "20000", "decode_tpot_ms": "2"}
+
+
+@pytest.fixture
+async def net() -> AsyncIterator[LocalNetwork]:
+    """A hub; the test adds providers. Everything is stopped and removed afterwards."""
+    async with LocalNetwork() as network:
+        yield network
+
+
+def wwwserve_cmd(*args: str) -> list[str]:
+    """The `wwwserve` CLI as a subprocess command line, with this interpreter."""
+    return [sys.executable, "-m", "wwwserve", *args]
+
+
+def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    """Start the CLI in its own process, logging to `log`."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(wwwserve_cmd(*args), stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)

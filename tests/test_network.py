@@ -1,0 +1,112 @@
+"""The core network against real nats-servers: routing, codecs, streaming, errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import msgpack
+import nats
+import pytest
+
+from tests.conftest import SIM_FAST
+from wwwserve.client import Client
+from wwwserve.errors import BackendError, UnknownModel
+from wwwserve.protocol import headers as h
+from wwwserve.protocol.messages import Reply, StreamChunk
+from wwwserve.protocol.subjects import direct_subject, request_subject
+from wwwserve.topology import LocalNetwork
+
+MODEL = "sim/tiny-1.0"
+
+
+@pytest.fixture
+async def two(net: LocalNetwork) -> AsyncIterator[LocalNetwork]:
+    """Two sim providers p1, p2 joined to the hub."""
+    for name in ("p1", "p2"):
+        await net.add_provider(name, engine="sim", model=[MODEL], engine_opt=SIM_FAST, max_concurrency=8)
+    yield net
+
+
+async def test_request_on_own_leaf_is_served_by_that_provider(two: LocalNetwork) -> None:
+    async with Client(two.providers["p1"].url, timeout=10) as c:
+        replies = [await c.complete(MODEL, f"hello {i}", max_tokens=4) for i in range(10)]
+    assert {r.provider for r in replies} == {"p1"}
+    assert all(r.hops == 0 and r.usage.completion_tokens == 4 and r.text for r in replies)
+
+
+async def test_when_a_provider_leaves_a_peer_serves_through_the_hub(two: LocalNetwork) -> None:
+    await two.stop_agent("p1")
+    async with Client(two.providers["p1"].url, timeout=10) as c:
+        r = await c.complete(MODEL, "still there?", max_tokens=3)
+    assert r.provider == "p2"
+
+
+async def test_json_in_json_out_and_msgpack_in_msgpack_out(two: LocalNetwork) -> None:
+    nc = await nats.connect(two.providers["p1"].url)
+    try:
+        m = await nc.request(request_subject(MODEL), b'{"prompt":"hi","max_tokens":3}', timeout=5)
+        body = json.loads(m.data)
+        assert m.headers[h.CONTENT_TYPE] == h.JSON and body["final"] and body["provider"] == "p1"
+        m = await nc.request(request_subject(MODEL), msgpack.packb({"prompt": "hi", "max_tokens": 3}), timeout=5)
+        body = msgpack.unpackb(m.data)
+        assert m.headers[h.CONTENT_TYPE] == h.MSGPACK and body["usage"]["completion_tokens"] == 3
+    finally:
+        await nc.close()
+
+
+async def test_stream_chunks_arrive_in_order_then_final(two: LocalNetwork) -> None:
+    async with Client(two.providers["p2"].url, timeout=10) as c:
+        items = [i async for i in c.stream(MODEL, {"prompt": "count", "max_tokens": 12})]
+    chunks, final = items[:-1], items[-1]
+    assert all(isinstance(x, StreamChunk) for x in chunks) and isinstance(final, Reply)
+    assert [x.seq for x in chunks] == list(range(12)) and final.seq == 12 and final.final
+    assert "".join(x.delta for x in chunks) == final.text
+
+
+BAD_INPUTS = [
+    ("garbage bytes", b"\xc1\xff\x00garbage", {}, "bad_request"),
+    ("wrong types", b'{"prompt": 42, "max_tokens": "many"}', {}, "bad_request"),
+    ("missing prompt", b'{"max_tokens": 5}', {}, "bad_request"),
+    ("oversize payload", b'{"prompt":"' + b"x" * 300_000 + b'"}', {}, "bad_request"),
+    ("negative max_tokens", b'{"prompt":"x","max_tokens":-3}', {}, "bad_request"),
+    ("expired deadline", b'{"prompt":"x"}', {h.DEADLINE: "1000"}, "deadline_exceeded"),
+    ("bad hop header", b'{"prompt":"x"}', {h.HOPS: "-2"}, "bad_request"),
+    ("model mismatch", b'{"prompt":"x","model":"other"}', {}, "bad_request"),
+]
+
+
+@pytest.mark.parametrize(("case", "data", "hdrs", "code"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+async def test_bad_input_gets_an_error_reply_with_its_code(
+    two: LocalNetwork, case: str, data: bytes, hdrs: dict[str, str], code: str
+) -> None:
+    nc = await nats.connect(two.providers["p1"].url)
+    try:
+        m = await nc.request(request_subject(MODEL), data, timeout=5, headers=hdrs or None)
+    finally:
+        await nc.close()
+    assert m.headers[h.ERROR] == code and int(m.headers[h.STATUS]) >= 400
+    body = json.loads(m.data) if m.data[:1] == b"{" else msgpack.unpackb(m.data)
+    assert body["code"] == code and body["message"]
+
+
+async def test_direct_subject_for_unserved_model_says_unknown_model(two: LocalNetwork) -> None:
+    nc = await nats.connect(two.hub_url)
+    try:
+        m = await nc.request(direct_subject("p1", "nope"), b'{"prompt":"x"}', timeout=5)
+    finally:
+        await nc.close()
+    assert m.headers[h.ERROR] == "unknown_model"
+
+
+async def test_nobody_serving_a_model_ends_in_unknown_model_at_the_deadline(two: LocalNetwork) -> None:
+    async with Client(two.hub_url) as c:
+        with pytest.raises(UnknownModel):
+            await c.complete("no/such-model", "x", timeout=1.0)
+
+
+async def test_heartbeats_fill_every_peer_table(two: LocalNetwork) -> None:
+    beats = {p.beat.name: p.beat for p in two.providers["p1"].agent.peers.alive()}
+    assert set(beats) == {"p2"} and beats["p2"].models == [MODEL] and beats["p2"].capacity == 8
+
+

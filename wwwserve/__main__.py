@@ -1,0 +1,5 @@
+"""`python -m wwwserve` runs the CLI."""
+
+from wwwserve.cli import app
+
+app()
