@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import SIM_FAST
 from wwwserve.client import Client
-from wwwserve.errors import BackendError, UnknownModel
+from wwwserve.errors import UnknownModel
 from wwwserve.protocol import headers as h
 from wwwserve.protocol.messages import Reply, StreamChunk
 from wwwserve.protocol.subjects import direct_subject, request_subject
@@ -48,7 +48,9 @@ async def test_json_in_json_out_and_msgpack_in_msgpack_out(two: LocalNetwork) ->
         m = await nc.request(request_subject(MODEL), b'{"prompt":"hi","max_tokens":3}', timeout=5)
         body = json.loads(m.data)
         assert m.headers[h.CONTENT_TYPE] == h.JSON and body["final"] and body["provider"] == "p1"
-        m = await nc.request(request_subject(MODEL), msgpack.packb({"prompt": "hi", "max_tokens": 3}), timeout=5)
+        m = await nc.request(
+            request_subject(MODEL), msgpack.packb({"prompt": "hi", "max_tokens": 3}), timeout=5
+        )
         body = msgpack.unpackb(m.data)
         assert m.headers[h.CONTENT_TYPE] == h.MSGPACK and body["usage"]["completion_tokens"] == 3
     finally:
@@ -108,5 +110,3 @@ async def test_nobody_serving_a_model_ends_in_unknown_model_at_the_deadline(two:
 async def test_heartbeats_fill_every_peer_table(two: LocalNetwork) -> None:
     beats = {p.beat.name: p.beat for p in two.providers["p1"].agent.peers.alive()}
     assert set(beats) == {"p2"} and beats["p2"].models == [MODEL] and beats["p2"].capacity == 8
-
-

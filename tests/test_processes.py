@@ -24,9 +24,23 @@ MODEL = "sim-model"
 def start_provider(net: LocalNetwork, name: str, tmp: Path, *opts: str) -> subprocess.Popen[bytes]:
     """A `wwwserve provider` process with its own leaf node joined to the test hub."""
     return spawn(
-        "provider", "--name", name, "--hub", f"127.0.0.1:{net.leafnode_port}", "--port", str(free_port()),
-        "--engine", "sim", "--model", MODEL, "--data-dir", str(tmp / name), "--heartbeat-interval-s", "0.5",
-        *opts, log=tmp / f"{name}.log",
+        "provider",
+        "--name",
+        name,
+        "--hub",
+        f"127.0.0.1:{net.leafnode_port}",
+        "--port",
+        str(free_port()),
+        "--engine",
+        "sim",
+        "--model",
+        MODEL,
+        "--data-dir",
+        str(tmp / name),
+        "--heartbeat-interval-s",
+        "0.5",
+        *opts,
+        log=tmp / f"{name}.log",
     )
 
 
@@ -57,7 +71,9 @@ def gone(pids: list[int], timeout: float = 10) -> bool:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-async def test_provider_exit_leaves_no_nats_server_behind(net: LocalNetwork, tmp_path: Path, sig: int) -> None:
+async def test_provider_exit_leaves_no_nats_server_behind(
+    net: LocalNetwork, tmp_path: Path, sig: int
+) -> None:
     proc = start_provider(net, "p1", tmp_path)
     try:
         await wait_for_provider(net.hub_url, "p1")
@@ -85,7 +101,9 @@ async def test_sigterm_drains_in_flight_requests(net: LocalNetwork, tmp_path: Pa
         proc.kill()
 
 
-async def test_provider_killed_before_first_token_is_retried_elsewhere(net: LocalNetwork, tmp_path: Path) -> None:
+async def test_provider_killed_before_first_token_is_retried_elsewhere(
+    net: LocalNetwork, tmp_path: Path
+) -> None:
     proc = start_provider(net, "doomed", tmp_path, "--engine-opt", "prefill_tps=1")
     try:
         await wait_for_provider(net.hub_url, "doomed")
@@ -102,7 +120,9 @@ async def test_provider_killed_before_first_token_is_retried_elsewhere(net: Loca
         proc.kill()
 
 
-async def test_provider_killed_mid_stream_ends_the_stream_with_an_error(net: LocalNetwork, tmp_path: Path) -> None:
+async def test_provider_killed_mid_stream_ends_the_stream_with_an_error(
+    net: LocalNetwork, tmp_path: Path
+) -> None:
     proc = start_provider(net, "doomed", tmp_path, "--engine-opt", "decode_tpot_ms=100")
     got: list[str] = []
     try:

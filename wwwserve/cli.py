@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -15,7 +15,12 @@ from wwwserve.agent.settings import ProviderSettings
 from wwwserve.hub import HubSettings
 from wwwserve.logs import configure_logging
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="wwwserve: a decentralized LLM serving network over NATS.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="wwwserve: a decentralized LLM serving network over NATS.",
+)
 
 
 def _h(settings: type[BaseModel], field: str) -> str:
@@ -35,7 +40,10 @@ def _build(settings: type[Any], values: dict[str, Any]) -> Any:
 @app.callback()
 def main(
     log_level: Annotated[str, typer.Option(help="log level: debug, info, warning, error")] = "info",
-    json_logs: Annotated[Optional[bool], typer.Option("--json-logs/--pretty-logs", help="log format (default: JSON unless a terminal)")] = None,
+    json_logs: Annotated[
+        bool | None,
+        typer.Option("--json-logs/--pretty-logs", help="log format (default: JSON unless a terminal)"),
+    ] = None,
 ) -> None:
     """Configure logging for every subcommand."""
     configure_logging(log_level, json_logs)
@@ -43,21 +51,32 @@ def main(
 
 @app.command()
 def hub(
-    host: Annotated[Optional[str], typer.Option(help=_h(HubSettings, "host"))] = None,
-    port: Annotated[Optional[int], typer.Option(help=_h(HubSettings, "port"))] = None,
-    leafnode_port: Annotated[Optional[int], typer.Option(help=_h(HubSettings, "leafnode_port"))] = None,
-    name: Annotated[Optional[str], typer.Option(help=_h(HubSettings, "name"))] = None,
-    http_port: Annotated[Optional[int], typer.Option(help=_h(HubSettings, "http_port"))] = None,
-    cluster_port: Annotated[Optional[int], typer.Option(help=_h(HubSettings, "cluster_port"))] = None,
-    routes: Annotated[Optional[str], typer.Option(help=_h(HubSettings, "routes") + " (comma-separated)")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help=_h(HubSettings, "data_dir"))] = None,
+    host: Annotated[str | None, typer.Option(help=_h(HubSettings, "host"))] = None,
+    port: Annotated[int | None, typer.Option(help=_h(HubSettings, "port"))] = None,
+    leafnode_port: Annotated[int | None, typer.Option(help=_h(HubSettings, "leafnode_port"))] = None,
+    name: Annotated[str | None, typer.Option(help=_h(HubSettings, "name"))] = None,
+    http_port: Annotated[int | None, typer.Option(help=_h(HubSettings, "http_port"))] = None,
+    cluster_port: Annotated[int | None, typer.Option(help=_h(HubSettings, "cluster_port"))] = None,
+    routes: Annotated[str | None, typer.Option(help=_h(HubSettings, "routes") + " (comma-separated)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help=_h(HubSettings, "data_dir"))] = None,
     print_config: Annotated[bool, typer.Option(help="print the nats-server config and exit")] = False,
 ) -> None:
     """Run a hub: a public nats-server that provider leaf nodes join."""
     from wwwserve.hub import run_hub
 
-    s = _build(HubSettings, dict(host=host, port=port, leafnode_port=leafnode_port, name=name,
-                                 http_port=http_port, cluster_port=cluster_port, routes=routes, data_dir=data_dir))
+    s = _build(
+        HubSettings,
+        dict(
+            host=host,
+            port=port,
+            leafnode_port=leafnode_port,
+            name=name,
+            http_port=http_port,
+            cluster_port=cluster_port,
+            routes=routes,
+            data_dir=data_dir,
+        ),
+    )
     if print_config:
         typer.echo(s.config().render())
         return
@@ -66,38 +85,67 @@ def hub(
 
 @app.command()
 def provider(
-    name: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "name"))] = None,
-    hub: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "hub") + "; URL[,URL]")] = None,
-    host: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "host"))] = None,
-    port: Annotated[Optional[int], typer.Option(help=_h(ProviderSettings, "port"))] = None,
-    model: Annotated[Optional[list[str]], typer.Option(help=_h(ProviderSettings, "model") + " (repeat)")] = None,
-    engine: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "engine") + ": embedded|openai|sim")] = None,
-    engine_url: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "engine_url"))] = None,
-    engine_opt: Annotated[Optional[list[str]], typer.Option(help=_h(ProviderSettings, "engine_opt") + " (repeat)")] = None,
-    max_concurrency: Annotated[Optional[int], typer.Option(help=_h(ProviderSettings, "max_concurrency"))] = None,
-    max_queue: Annotated[Optional[int], typer.Option(help=_h(ProviderSettings, "max_queue"))] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help=_h(ProviderSettings, "data_dir"))] = None,
-    nats_url: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "nats_url"))] = None,
-    policy: Annotated[Optional[str], typer.Option(help=_h(ProviderSettings, "policy"))] = None,
-    network_share: Annotated[Optional[float], typer.Option(help=_h(ProviderSettings, "network_share"))] = None,
-    forward: Annotated[Optional[bool], typer.Option("--forward/--no-forward", help=_h(ProviderSettings, "forward"))] = None,
-    max_hops: Annotated[Optional[int], typer.Option(help=_h(ProviderSettings, "max_hops"))] = None,
-    slo_aware: Annotated[Optional[bool], typer.Option("--slo-aware/--no-slo-aware", help=_h(ProviderSettings, "slo_aware"))] = None,
-    min_price: Annotated[Optional[float], typer.Option(help=_h(ProviderSettings, "min_price"))] = None,
-    price: Annotated[Optional[float], typer.Option(help=_h(ProviderSettings, "price"))] = None,
-    drain_grace_s: Annotated[Optional[float], typer.Option(help=_h(ProviderSettings, "drain_grace_s"))] = None,
-    heartbeat_interval_s: Annotated[Optional[float], typer.Option(help=_h(ProviderSettings, "heartbeat_interval_s"))] = None,
+    name: Annotated[str | None, typer.Option(help=_h(ProviderSettings, "name"))] = None,
+    hub: Annotated[str | None, typer.Option(help=_h(ProviderSettings, "hub") + "; URL[,URL]")] = None,
+    host: Annotated[str | None, typer.Option(help=_h(ProviderSettings, "host"))] = None,
+    port: Annotated[int | None, typer.Option(help=_h(ProviderSettings, "port"))] = None,
+    model: Annotated[list[str] | None, typer.Option(help=_h(ProviderSettings, "model") + " (repeat)")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help=_h(ProviderSettings, "engine") + ": embedded|openai|sim")
+    ] = None,
+    engine_url: Annotated[str | None, typer.Option(help=_h(ProviderSettings, "engine_url"))] = None,
+    engine_opt: Annotated[
+        list[str] | None, typer.Option(help=_h(ProviderSettings, "engine_opt") + " (repeat)")
+    ] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help=_h(ProviderSettings, "max_concurrency"))] = None,
+    max_queue: Annotated[int | None, typer.Option(help=_h(ProviderSettings, "max_queue"))] = None,
+    data_dir: Annotated[Path | None, typer.Option(help=_h(ProviderSettings, "data_dir"))] = None,
+    nats_url: Annotated[str | None, typer.Option(help=_h(ProviderSettings, "nats_url"))] = None,
+    policy: Annotated[str | None, typer.Option(help=_h(ProviderSettings, "policy"))] = None,
+    network_share: Annotated[float | None, typer.Option(help=_h(ProviderSettings, "network_share"))] = None,
+    forward: Annotated[
+        bool | None, typer.Option("--forward/--no-forward", help=_h(ProviderSettings, "forward"))
+    ] = None,
+    max_hops: Annotated[int | None, typer.Option(help=_h(ProviderSettings, "max_hops"))] = None,
+    slo_aware: Annotated[
+        bool | None, typer.Option("--slo-aware/--no-slo-aware", help=_h(ProviderSettings, "slo_aware"))
+    ] = None,
+    min_price: Annotated[float | None, typer.Option(help=_h(ProviderSettings, "min_price"))] = None,
+    price: Annotated[float | None, typer.Option(help=_h(ProviderSettings, "price"))] = None,
+    drain_grace_s: Annotated[float | None, typer.Option(help=_h(ProviderSettings, "drain_grace_s"))] = None,
+    heartbeat_interval_s: Annotated[
+        float | None, typer.Option(help=_h(ProviderSettings, "heartbeat_interval_s"))
+    ] = None,
 ) -> None:
     """Run a provider: its leaf nats-server joined to the hubs, its engine and its agent."""
     from wwwserve.provider import run_provider
 
-    s = _build(ProviderSettings, dict(
-        name=name, hub=hub, host=host, port=port, model=model, engine=engine, engine_url=engine_url,
-        engine_opt=engine_opt, max_concurrency=max_concurrency, max_queue=max_queue, data_dir=data_dir,
-        nats_url=nats_url, policy=policy, network_share=network_share, forward=forward, max_hops=max_hops,
-        slo_aware=slo_aware, min_price=min_price, price=price, drain_grace_s=drain_grace_s,
-        heartbeat_interval_s=heartbeat_interval_s,
-    ))
+    s = _build(
+        ProviderSettings,
+        dict(
+            name=name,
+            hub=hub,
+            host=host,
+            port=port,
+            model=model,
+            engine=engine,
+            engine_url=engine_url,
+            engine_opt=engine_opt,
+            max_concurrency=max_concurrency,
+            max_queue=max_queue,
+            data_dir=data_dir,
+            nats_url=nats_url,
+            policy=policy,
+            network_share=network_share,
+            forward=forward,
+            max_hops=max_hops,
+            slo_aware=slo_aware,
+            min_price=min_price,
+            price=price,
+            drain_grace_s=drain_grace_s,
+            heartbeat_interval_s=heartbeat_interval_s,
+        ),
+    )
     try:
         asyncio.run(run_provider(s))
     except ValueError as exc:
@@ -109,7 +157,9 @@ def provider(
 def request(
     model: Annotated[str, typer.Argument(help="model name")],
     prompt: Annotated[str, typer.Argument(help="the prompt")],
-    nats_url: Annotated[str, typer.Option(help="NATS server(s) of the network, comma-separated")] = "nats://127.0.0.1:4222",
+    nats_url: Annotated[
+        str, typer.Option(help="NATS server(s) of the network, comma-separated")
+    ] = "nats://127.0.0.1:4222",
     stream: Annotated[bool, typer.Option(help="print tokens as they arrive")] = False,
     max_tokens: Annotated[int, typer.Option(help="tokens to generate at most")] = 64,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.7,
@@ -143,13 +193,17 @@ def request(
     try:
         asyncio.run(go())
     except WWWServeError as exc:
-        typer.echo(json.dumps({"code": exc.code, "message": exc.message}) if json_out else f"error: {exc}", err=True)
+        typer.echo(
+            json.dumps({"code": exc.code, "message": exc.message}) if json_out else f"error: {exc}", err=True
+        )
         raise typer.Exit(1) from None
 
 
 @app.command()
 def peers(
-    nats_url: Annotated[str, typer.Option(help="NATS server(s) of the network, comma-separated")] = "nats://127.0.0.1:4222",
+    nats_url: Annotated[
+        str, typer.Option(help="NATS server(s) of the network, comma-separated")
+    ] = "nats://127.0.0.1:4222",
     wait: Annotated[float, typer.Option(help="seconds to listen for heartbeats")] = 1.5,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON array")] = False,
 ) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import nats
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -47,7 +48,7 @@ class Client:
         self.origin = origin
         self.codec = codec
         self.provider_expiry_s = provider_expiry_s
-        self._nc: nats.aio.client.Client | None = None
+        self._nc: NATS | None = None
         self._beats: dict[str, float] = {}
         self._beat_sub: Subscription | None = None
 
@@ -71,7 +72,7 @@ class Client:
         await self.close()
 
     @property
-    def nc(self) -> nats.aio.client.Client:
+    def nc(self) -> NATS:
         """The underlying nats-py connection."""
         if self._nc is None:
             raise RuntimeError("client not connected: use `async with Client(...)` or `await connect()`")
@@ -79,7 +80,9 @@ class Client:
 
     # ---- public calls ----------------------------------------------------------------------------
 
-    async def complete(self, model: str, prompt: str, *, timeout: float | None = None, **params: Any) -> Reply:
+    async def complete(
+        self, model: str, prompt: str, *, timeout: float | None = None, **params: Any
+    ) -> Reply:
         """A completion for `prompt`; `params` are request fields (max_tokens, temperature, ...)."""
         return await self.request(model, {"prompt": prompt, **params}, timeout=timeout)
 
@@ -109,6 +112,7 @@ class Client:
 
     async def _watch_heartbeats(self) -> None:
         if self._beat_sub is None:
+
             async def on_beat(msg: Msg) -> None:
                 name = msg.subject.rsplit(".", 1)[-1]
                 try:
@@ -133,8 +137,11 @@ class Client:
         timeout = timeout or self.timeout
         deadline = time.monotonic() + timeout
         routing = h.Routing(
-            request_id=h.new_request_id(), hops=0, deadline_ms=h.now_ms() + int(timeout * 1000),
-            origin=self.origin, version=PROTOCOL_VERSION,
+            request_id=h.new_request_id(),
+            hops=0,
+            deadline_ms=h.now_ms() + int(timeout * 1000),
+            origin=self.origin,
+            version=PROTOCOL_VERSION,
         )
         headers = {**routing.to_headers(), h.CONTENT_TYPE: self.codec.value, h.WANT_ACK: "true"}
         payload = encode(body, self.codec)

@@ -33,24 +33,39 @@ async def run_demo(n_providers: int, n_requests: int, max_tokens: int, engine: s
     async with LocalNetwork() as net:
         console.print(f"[bold]hub[/] {net.hub_url}")
         for i in range(n_providers):
-            opts = {"engine_opt": {"threads": "1"}} if engine == "embedded" else {}
-            h = await net.add_provider(f"p{i + 1}", wait_peers=False, engine=engine,
-                                       model=[DEFAULT_MODEL], **opts)
+            # One llama.cpp thread per provider: the demo's providers share this machine's cores.
+            opts = {"threads": "1"} if engine == "embedded" else {}
+            h = await net.add_provider(
+                f"p{i + 1}", wait_peers=False, engine=engine, model=[DEFAULT_MODEL], engine_opt=opts
+            )
             console.print(f"[bold]provider[/] {h.name} leaf {h.url} engine {engine}")
         await net.wait_for_peers()
         handles = list(net.providers.values())
         clients = [await Client(h.url, timeout=120).connect() for h in handles]
         try:
+
             async def one(i: int) -> dict[str, object]:
                 c = clients[i % len(clients)]
                 prompt = PROMPTS[i % len(PROMPTS)]
                 sent = time.monotonic()
                 try:
-                    r = await c.chat(DEFAULT_MODEL, [{"role": "user", "content": prompt}],
-                                     max_tokens=max_tokens, temperature=0.2, seed=i)
-                    return {"request": i, "user_of": handles[i % len(handles)].name, "provider": r.provider,
-                            "model": r.model, "prompt": prompt, "text": r.text, "hops": r.hops,
-                            "latency_ms": round((time.monotonic() - sent) * 1000, 1)}
+                    r = await c.chat(
+                        DEFAULT_MODEL,
+                        [{"role": "user", "content": prompt}],
+                        max_tokens=max_tokens,
+                        temperature=0.2,
+                        seed=i,
+                    )
+                    return {
+                        "request": i,
+                        "user_of": handles[i % len(handles)].name,
+                        "provider": r.provider,
+                        "model": r.model,
+                        "prompt": prompt,
+                        "text": r.text,
+                        "hops": r.hops,
+                        "latency_ms": round((time.monotonic() - sent) * 1000, 1),
+                    }
                 except WWWServeError as exc:
                     return {"request": i, "prompt": prompt, "error": exc.code, "message": exc.message}
 
@@ -66,11 +81,19 @@ async def run_demo(n_providers: int, n_requests: int, max_tokens: int, engine: s
         for col in ("#", "user of", "served by", "hops", "latency ms", "answer"):
             table.add_column(col)
         for r in results:
-            table.add_row(str(r["request"]), str(r.get("user_of", "")), str(r.get("provider", r.get("error"))),
-                          str(r.get("hops", "")), str(r.get("latency_ms", "")), str(r.get("text", r.get("message"))))
+            table.add_row(
+                str(r["request"]),
+                str(r.get("user_of", "")),
+                str(r.get("provider", r.get("error"))),
+                str(r.get("hops", "")),
+                str(r.get("latency_ms", "")),
+                str(r.get("text", r.get("message"))),
+            )
         Console().print(table)
     served_by = {r["provider"] for r in results if "provider" in r}
     failed = [r for r in results if "error" in r]
-    console.print(f"done in {time.monotonic() - t0:.1f}s: {len(results) - len(failed)} answered by "
-                  f"{len(served_by)} providers, {len(failed)} failed")
+    console.print(
+        f"done in {time.monotonic() - t0:.1f}s: {len(results) - len(failed)} answered by "
+        f"{len(served_by)} providers, {len(failed)} failed"
+    )
     return 0 if not failed and (len(served_by) >= 2 or n_providers < 2) else 1

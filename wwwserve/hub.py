@@ -29,7 +29,9 @@ class HubSettings(WWWServeSettings):
     leafnode_port: int = Field(7422, description="port provider leaf nodes connect to")
     http_port: int | None = Field(None, description="nats-server monitoring port (/varz, /leafz)")
     cluster_port: int | None = Field(None, description="cluster port, to join other hubs")
-    routes: Annotated[list[str], NoDecode] = Field(default_factory=list, description="other hubs' cluster URLs")
+    routes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="other hubs' cluster URLs"
+    )
     leaf_user: str | None = Field(None, description="user leaf nodes must present")
     leaf_password: str | None = Field(None, description="password leaf nodes must present")
     data_dir: Path = Field(Path("./wwwserve-hub"), description="where the config and log go")
@@ -42,9 +44,15 @@ class HubSettings(WWWServeSettings):
     def config(self) -> HubConfig:
         """The nats-server config these settings describe."""
         return HubConfig(
-            name=self.name, host=self.host, port=self.port, leafnode_port=self.leafnode_port,
-            http_port=self.http_port, cluster_port=self.cluster_port, routes=self.routes,
-            leaf_user=self.leaf_user, leaf_password=self.leaf_password,
+            name=self.name,
+            host=self.host,
+            port=self.port,
+            leafnode_port=self.leafnode_port,
+            http_port=self.http_port,
+            cluster_port=self.cluster_port,
+            routes=self.routes,
+            leaf_user=self.leaf_user,
+            leaf_password=self.leaf_password,
         )
 
 
@@ -54,10 +62,17 @@ async def run_hub(settings: HubSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = NatsServer(settings.config().render(), port=settings.port, host=settings.host,
-                        workdir=settings.data_dir, name=settings.name)
+    server = NatsServer(
+        settings.config().render(),
+        port=settings.port,
+        host=settings.host,
+        workdir=settings.data_dir,
+        name=settings.name,
+    )
     async with server:
-        log.info("hub.ready", url=server.url, leafnodes=f"nats-leaf://{settings.host}:{settings.leafnode_port}")
+        log.info(
+            "hub.ready", url=server.url, leafnodes=f"nats-leaf://{settings.host}:{settings.leafnode_port}"
+        )
         waiter = asyncio.create_task(stop.wait())
         died = asyncio.create_task(_wait_exit(server))
         await asyncio.wait({waiter, died}, return_when=asyncio.FIRST_COMPLETED)

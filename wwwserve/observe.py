@@ -40,7 +40,13 @@ def peers_table(beats: list[Heartbeat]) -> Table:
         t.add_column(col)
     for b in beats:
         t.add_row(
-            b.name, ", ".join(b.models), b.engine, f"{b.running}+{b.queued}/{b.capacity}",
-            "yes" if b.accepting else "no", f"{b.ttft_ms:.0f}", f"{b.latency_ms:.0f}", f"{b.tokens_per_s:.1f}",
+            b.name,
+            ", ".join(b.models),
+            b.engine,
+            f"{b.running}+{b.queued}/{b.capacity}",
+            "yes" if b.accepting else "no",
+            f"{b.ttft_ms:.0f}",
+            f"{b.latency_ms:.0f}",
+            f"{b.tokens_per_s:.1f}",
         )
     return t

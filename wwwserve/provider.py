@@ -19,9 +19,16 @@ log = structlog.get_logger(__name__)
 
 def leaf_server(settings: ProviderSettings) -> NatsServer:
     """The provider's own leaf node, joined to the hubs in `settings.hub`."""
-    cfg = LeafConfig(hub_urls=settings.hub, name=f"leaf-{settings.name}", host=settings.host, port=settings.port)
-    return NatsServer(cfg.render(), port=settings.port, host=settings.host,
-                      workdir=settings.data_dir / "nats", name=f"leaf-{settings.name}")
+    cfg = LeafConfig(
+        hub_urls=settings.hub, name=f"leaf-{settings.name}", host=settings.host, port=settings.port
+    )
+    return NatsServer(
+        cfg.render(),
+        port=settings.port,
+        host=settings.host,
+        workdir=settings.data_dir / "nats",
+        name=f"leaf-{settings.name}",
+    )
 
 
 async def run_provider(settings: ProviderSettings) -> None:
@@ -41,4 +48,3 @@ async def run_provider(settings: ProviderSettings) -> None:
     finally:
         if leaf is not None:
             await leaf.stop()
-

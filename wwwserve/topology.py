@@ -67,7 +67,9 @@ class LocalNetwork:
         port = free_port()
         leaf = NatsServer(
             LeafConfig(hub_urls=[f"127.0.0.1:{self.leafnode_port}"], name=f"leaf-{name}", port=port).render(),
-            port=port, workdir=self.workdir / name, name=f"leaf-{name}",
+            port=port,
+            workdir=self.workdir / name,
+            name=f"leaf-{name}",
         )
         await leaf.start()
         await asyncio.sleep(0.05)
@@ -93,7 +95,9 @@ class LocalNetwork:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while loop.time() < end:
-            if all({p.beat.name for p in h.agent.peers.alive()} >= names - {n} for n, h in self.providers.items()):
+            if all(
+                {p.beat.name for p in h.agent.peers.alive()} >= names - {n} for n, h in self.providers.items()
+            ):
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError("providers did not see each other's heartbeats in time")

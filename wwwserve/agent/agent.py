@@ -7,8 +7,9 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 import structlog
@@ -48,7 +49,9 @@ class Agent:
         for m in settings.model:
             tok = subjects.model_token(m)
             if tok in self.models and self.models[tok] != m:
-                raise ValueError(f"models {self.models[tok]!r} and {m!r} map to the same subject token {tok!r}")
+                raise ValueError(
+                    f"models {self.models[tok]!r} and {m!r} map to the same subject token {tok!r}"
+                )
             self.models[tok] = m
         self.slots = Slots(settings.max_concurrency, settings.max_queue)
         self.stats = ServingStats.new()
@@ -116,7 +119,9 @@ class Agent:
     async def _subscribe(self) -> None:
         await self._join_queue_groups()
         self._other_subs.append(
-            await self.nc.subscribe(f"{subjects.DIRECT_PREFIX}.{self.name}.*", cb=self._spawn_handler(direct=True))
+            await self.nc.subscribe(
+                f"{subjects.DIRECT_PREFIX}.{self.name}.*", cb=self._spawn_handler(direct=True)
+            )
         )
         self._other_subs.append(await self.nc.subscribe(subjects.HEARTBEAT_ALL, cb=self._on_heartbeat))
         await self.nc.flush()
@@ -125,7 +130,8 @@ class Agent:
         for tok, ms in self._queue_subs.items():
             if ms.sub is None:
                 ms.sub = await self.nc.subscribe(
-                    f"{subjects.REQUEST_PREFIX}.{tok}", queue=subjects.QUEUE_GROUP,
+                    f"{subjects.REQUEST_PREFIX}.{tok}",
+                    queue=subjects.QUEUE_GROUP,
                     cb=self._spawn_handler(direct=False),
                 )
         self._accepting = True
@@ -172,12 +178,12 @@ class Agent:
 
     # ---- messages --------------------------------------------------------------------------------
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _spawn_handler(self, direct: bool) -> Callable[[Msg], object]:
+    def _spawn_handler(self, direct: bool) -> Callable[[Msg], Awaitable[None]]:
         async def on_msg(msg: Msg) -> None:
             assert self._dispatcher is not None
             if self._draining:
@@ -236,7 +242,8 @@ class Agent:
             beat.models, beat.accepting = [], False
         with contextlib.suppress(Exception):
             await self.nc.publish(
-                subjects.heartbeat_subject(self.name), json.dumps(beat.model_dump()).encode(),
+                subjects.heartbeat_subject(self.name),
+                json.dumps(beat.model_dump()).encode(),
                 headers={"Content-Type": "application/json"},
             )
 

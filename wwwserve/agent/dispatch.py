@@ -60,9 +60,8 @@ class Dispatcher:
         bound = log.bind(provider=agent.name, request_id=writer.request_id)
         try:
             if len(msg.data) > agent.settings.max_request_bytes:
-                raise BadRequest(
-                    f"payload of {len(msg.data)} bytes exceeds the limit of {agent.settings.max_request_bytes}"
-                )
+                limit = agent.settings.max_request_bytes
+                raise BadRequest(f"payload of {len(msg.data)} bytes exceeds the limit of {limit}")
             codec = writer.codec = detect(msg.data, hdrs)
             routing = routing_from_headers(hdrs, agent.settings.default_timeout_s)
             writer.request_id = routing.request_id
@@ -136,18 +135,36 @@ class Dispatcher:
             b = p.beat
             if b.name in exclude:
                 continue
-            out.append(PeerState(
-                name=b.name, capacity=b.capacity, running=b.running, queued=b.queued,
-                queue_limit=b.queue_limit, prefill_tps=b.prefill_tps, tpot_ms=b.tpot_ms,
-                ttft_ms=b.ttft_ms, latency_ms=b.latency_ms, network_share=b.network_share,
-                price=b.price, stake=b.stake, age_s=p.age_s(), sent_since_beat=p.sent_since_beat,
-                accepting=b.accepting,
-            ))
+            out.append(
+                PeerState(
+                    name=b.name,
+                    capacity=b.capacity,
+                    running=b.running,
+                    queued=b.queued,
+                    queue_limit=b.queue_limit,
+                    prefill_tps=b.prefill_tps,
+                    tpot_ms=b.tpot_ms,
+                    ttft_ms=b.ttft_ms,
+                    latency_ms=b.latency_ms,
+                    network_share=b.network_share,
+                    price=b.price,
+                    stake=b.stake,
+                    age_s=p.age_s(),
+                    sent_since_beat=p.sent_since_beat,
+                    accepting=b.accepting,
+                )
+            )
         return out
 
     async def _dispatch(
-        self, msg: Msg, req: CompletionRequest, model: str, routing: Routing, writer: ReplyWriter,
-        received: float, direct: bool,
+        self,
+        msg: Msg,
+        req: CompletionRequest,
+        model: str,
+        routing: Routing,
+        writer: ReplyWriter,
+        received: float,
+        direct: bool,
     ) -> None:
         agent = self.agent
         tried: set[str] = set()
@@ -186,7 +203,9 @@ class Dispatcher:
                                 await writer.chunk(d.text)
                         if d.finish_reason:
                             finish = d.finish_reason
-                            usage = Usage(prompt_tokens=d.prompt_tokens, completion_tokens=d.completion_tokens)
+                            usage = Usage(
+                                prompt_tokens=d.prompt_tokens, completion_tokens=d.completion_tokens
+                            )
                 except WWWServeError:
                     raise
                 except (TimeoutError, asyncio.CancelledError):
@@ -196,21 +215,26 @@ class Dispatcher:
                 done = time.monotonic()
                 first = first or done
                 agent.stats.record(
-                    (first - started) * 1000, (done - started) * 1000, usage.prompt_tokens, usage.completion_tokens
+                    (first - started) * 1000,
+                    (done - started) * 1000,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
                 )
         finally:
             agent.notify_load_changed()
-        await writer.final(Reply(
-            request_id=routing.request_id,
-            text="".join(parts),
-            finish_reason=finish,
-            usage=usage,
-            provider=agent.name,
-            model=model,
-            hops=routing.hops,
-            ttft_ms=round((first - received) * 1000, 3),
-            latency_ms=round((done - received) * 1000, 3),
-        ))
+        await writer.final(
+            Reply(
+                request_id=routing.request_id,
+                text="".join(parts),
+                finish_reason=finish,
+                usage=usage,
+                provider=agent.name,
+                model=model,
+                hops=routing.hops,
+                ttft_ms=round((first - received) * 1000, 3),
+                latency_ms=round((done - received) * 1000, 3),
+            )
+        )
 
     async def _forward(self, peer: str, msg: Msg, model: str, routing: Routing, writer: ReplyWriter) -> bool:
         """Relay the request through `peer`; False when the peer never took it (try elsewhere)."""
@@ -260,4 +284,3 @@ class Dispatcher:
                     return True
         finally:
             await sub.unsubscribe()
-

@@ -41,7 +41,9 @@ class ReplyWriter:
     async def ack(self) -> None:
         """Tell the requester who is now responsible, so it can watch that provider's heartbeats."""
         if self.inbox:
-            await self.nc.publish(self.inbox, b"", headers={h.ACK: self.provider, h.REQUEST_ID: self.request_id})
+            await self.nc.publish(
+                self.inbox, b"", headers={h.ACK: self.provider, h.REQUEST_ID: self.request_id}
+            )
 
     async def chunk(self, delta: str) -> None:
         """Send one stream chunk."""
@@ -74,7 +76,9 @@ class ReplyWriter:
         if not self.inbox:
             log.warning("reply.no_inbox", request_id=self.request_id, code=err.code)
             return
-        body = ErrorBody(code=err.code, message=err.message, request_id=self.request_id, provider=self.provider)
+        body = ErrorBody(
+            code=err.code, message=err.message, request_id=self.request_id, provider=self.provider
+        )
         hdrs = self._headers(status=err.status, final=True)
         hdrs[h.ERROR] = err.code
         await self.nc.publish(self.inbox, encode(body.model_dump(), self.codec), headers=hdrs)

@@ -27,10 +27,14 @@ class ProviderSettings(WWWServeSettings):
     host: str = Field("127.0.0.1", description="address the provider's leaf nats-server listens on")
     port: int = Field(4222, description="client port of the provider's leaf nats-server")
     nats_url: str | None = Field(None, description="use this NATS server instead of starting a leaf")
-    model: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_MODEL], description="models served")
+    model: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEFAULT_MODEL], description="models served"
+    )
     engine: Literal["embedded", "openai", "sim", "vllm"] = Field("embedded", description="engine kind")
     engine_url: str = Field("http://127.0.0.1:8000", description="base URL of an OpenAI-compatible engine")
-    engine_opt: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict, description="engine options, key=value")
+    engine_opt: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="engine options, key=value"
+    )
     max_concurrency: int = Field(0, ge=0, description="requests served at once (0: 1 for embedded, else 8)")
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before `overloaded`")
     data_dir: Path = Field(Path("./wwwserve-data"), description="state: configs, logs, keys, ledger")

@@ -56,7 +56,12 @@ class NatsServer:
     """One nats-server child process with a rendered config; use as `async with`."""
 
     def __init__(
-        self, config_text: str, *, port: int, host: str = "127.0.0.1", workdir: Path | None = None,
+        self,
+        config_text: str,
+        *,
+        port: int,
+        host: str = "127.0.0.1",
+        workdir: Path | None = None,
         name: str = "nats",
     ) -> None:
         self.config_text = config_text
@@ -86,8 +91,12 @@ class NatsServer:
         logf = self.log_path.open("ab")
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                nats_server_binary(), "-c", str(self.config_path),
-                stdout=logf, stderr=logf, stdin=asyncio.subprocess.DEVNULL,
+                nats_server_binary(),
+                "-c",
+                str(self.config_path),
+                stdout=logf,
+                stderr=logf,
+                stdin=asyncio.subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
             )
         finally:
@@ -107,7 +116,7 @@ class NatsServer:
     async def _accepts(self) -> bool:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 1.0)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return False
         writer.close()
         with contextlib.suppress(OSError):
@@ -123,7 +132,7 @@ class NatsServer:
             proc.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()

@@ -80,7 +80,9 @@ class EmbeddedEngine:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise BackendError("the embedded engine needs llama-cpp-python: pip install 'wwwserve[embedded]'") from exc
+            raise BackendError(
+                "the embedded engine needs llama-cpp-python: pip install 'wwwserve[embedded]'"
+            ) from exc
         path = self.options.model_path or bundled_model_path()
         threads = self.options.threads or (os.cpu_count() or 1)
 
@@ -110,8 +112,11 @@ class EmbeddedEngine:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
         kwargs: dict[str, Any] = dict(
-            max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
-            stop=request.stop_list() or None, stream=True,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            stop=request.stop_list() or None,
+            stream=True,
         )
         if request.seed is not None:
             kwargs["seed"] = request.seed
@@ -122,7 +127,9 @@ class EmbeddedEngine:
                 if chat:
                     msgs = [m.model_dump() for m in request.messages or []]
                     it = llm.create_chat_completion(messages=msgs, **kwargs)
-                    prompt_tokens = sum(len(llm.tokenize(m["content"].encode(), add_bos=False)) + 4 for m in msgs)
+                    prompt_tokens = sum(
+                        len(llm.tokenize(m["content"].encode(), add_bos=False)) + 4 for m in msgs
+                    )
                 else:
                     it = llm.create_completion(prompt=request.prompt, **kwargs)
                     prompt_tokens = len(llm.tokenize((request.prompt or "").encode()))

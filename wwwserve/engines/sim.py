@@ -95,7 +95,7 @@ class SimEngine:
                 piece = word if i == 0 else " " + word
                 cut, stopped = apply_stop(produced + piece, stops)
                 if stopped:
-                    yield Delta(cut[len(produced):], "stop", prompt_tokens, i)
+                    yield Delta(cut[len(produced) :], "stop", prompt_tokens, i)
                     return
                 produced += piece
                 last = i == request.max_tokens - 1

@@ -13,5 +13,13 @@ from wwwserve.policies.base import (
 )
 
 __all__ = [
-    "Accept", "Decision", "Forward", "OwnState", "PeerState", "Policy", "Reject", "RequestInfo", "load_policy",
+    "Accept",
+    "Decision",
+    "Forward",
+    "OwnState",
+    "PeerState",
+    "Policy",
+    "Reject",
+    "RequestInfo",
+    "load_policy",
 ]

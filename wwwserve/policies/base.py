@@ -108,7 +108,9 @@ def load_policy(spec: str) -> Policy:
     from wwwserve.policies.isolated import IsolatedPolicy
 
     builtin: dict[str, type] = {
-        "default": DefaultPolicy, "wwwserve": DefaultPolicy, "isolated": IsolatedPolicy,
+        "default": DefaultPolicy,
+        "wwwserve": DefaultPolicy,
+        "isolated": IsolatedPolicy,
         "centralized": CentralizedPolicy,
     }
     if spec in builtin:

@@ -75,7 +75,9 @@ class DefaultPolicy:
                 if req.max_price is not None and p.price > req.max_price:
                     continue
                 est = estimate(
-                    req, p, extra_load=p.sent_since_beat,
+                    req,
+                    p,
+                    extra_load=p.sent_since_beat,
                     hop_ms=self.hop_ms + self.staleness_ms_per_s * p.age_s,
                 )
                 options.append((p.name, est, self._trust(p)))

@@ -45,4 +45,5 @@ def encode(obj: Any, codec: Codec) -> bytes:
     """Serialize a body in the caller's codec."""
     if codec is Codec.JSON:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-    return msgpack.packb(obj, use_bin_type=True)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
