@@ -22,7 +22,14 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from wwwserve import PROTOCOL_VERSION
-from wwwserve.errors import BackendError, DeadlineExceeded, UnknownModel, error_from_wire
+from wwwserve.errors import (
+    BackendError,
+    DeadlineExceeded,
+    Overloaded,
+    UnknownModel,
+    WWWServeError,
+    error_from_wire,
+)
 from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
 from wwwserve.protocol.codec import Codec, decode, detect, encode
@@ -49,7 +56,8 @@ class Client:
         self.codec = codec
         self.provider_expiry_s = provider_expiry_s
         self._nc: NATS | None = None
-        self._beats: dict[str, float] = {}
+        self._beats: dict[str, tuple[float, frozenset[str]]] = {}
+        self._watch_since = 0.0
         self._beat_sub: Subscription | None = None
 
     async def connect(self) -> Client:
@@ -112,23 +120,43 @@ class Client:
 
     async def _watch_heartbeats(self) -> None:
         if self._beat_sub is None:
+            self._watch_since = time.monotonic()
 
             async def on_beat(msg: Msg) -> None:
                 name = msg.subject.rsplit(".", 1)[-1]
                 try:
-                    gone = not json.loads(msg.data).get("models")
-                except ValueError:
+                    models = json.loads(msg.data).get("models") or []
+                except (ValueError, AttributeError):
                     return
-                if gone:
-                    self._beats.pop(name, None)
+                if models:
+                    self._beats[name] = (time.monotonic(), frozenset(models))
                 else:
-                    self._beats[name] = time.monotonic()
+                    self._beats.pop(name, None)  # goodbye
 
             self._beat_sub = await self.nc.subscribe(subjects.HEARTBEAT_ALL, cb=on_beat)
 
     def _provider_alive(self, name: str, since: float) -> bool:
-        last = self._beats.get(name, since)
+        last = self._beats.get(name, (since, frozenset()))[0]
         return time.monotonic() - last <= self.provider_expiry_s
+
+    def _model_advertised(self, model: str) -> bool:
+        now = time.monotonic()
+        return any(model in ms and now - t <= self.provider_expiry_s for t, ms in self._beats.values())
+
+    def _no_responders_error(self, model: str, deadline: float) -> WWWServeError | None:
+        """After no responders: the error to raise now, or None to retry.
+
+        A model that no heartbeat advertises fails fast (a typo should not wait for the deadline);
+        a model whose providers exist but all left their queue groups is retried until the deadline.
+        """
+        watched = time.monotonic() - self._watch_since
+        if not self._model_advertised(model):
+            if watched >= self.provider_expiry_s / 2 or time.monotonic() >= deadline:
+                return UnknownModel(f"no provider serves model {model!r} (no heartbeat advertises it)")
+            return None
+        if time.monotonic() >= deadline:
+            return Overloaded(f"every provider of {model!r} stayed saturated until the deadline")
+        return None
 
     async def _exchange(
         self, model: str, body: dict[str, Any], timeout: float | None
@@ -163,9 +191,9 @@ class Client:
             finally:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-            left = deadline - time.monotonic()
-            if left <= backoff:
-                raise UnknownModel(f"no provider answered for model {model!r} before the deadline")
+            err = self._no_responders_error(model, deadline - backoff)
+            if err is not None:
+                raise err
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 0.5)
 

@@ -65,6 +65,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._accepting = False
+        self._membership_lock = asyncio.Lock()
         self._draining = False
         self._beat_seq = 0
         self._rng = random.Random()
@@ -117,7 +118,8 @@ class Agent:
             self.log.info("agent.stopped", served=self.stats.served, forwarded=self.stats.forwarded)
 
     async def _subscribe(self) -> None:
-        await self._join_queue_groups()
+        self._accepting = True
+        await self._sync_membership()
         self._other_subs.append(
             await self.nc.subscribe(
                 f"{subjects.DIRECT_PREFIX}.{self.name}.*", cb=self._spawn_handler(direct=True)
@@ -126,28 +128,32 @@ class Agent:
         self._other_subs.append(await self.nc.subscribe(subjects.HEARTBEAT_ALL, cb=self._on_heartbeat))
         await self.nc.flush()
 
-    async def _join_queue_groups(self) -> None:
-        for tok, ms in self._queue_subs.items():
-            if ms.sub is None:
-                ms.sub = await self.nc.subscribe(
-                    f"{subjects.REQUEST_PREFIX}.{tok}",
-                    queue=subjects.QUEUE_GROUP,
-                    cb=self._spawn_handler(direct=False),
-                )
-        self._accepting = True
+    async def _sync_membership(self) -> None:
+        """Make the queue-group subscriptions match `_accepting` (serialized, idempotent)."""
+        async with self._membership_lock:
+            want = self._accepting and not self._draining
+            for tok, ms in self._queue_subs.items():
+                if want and ms.sub is None:
+                    ms.sub = await self.nc.subscribe(
+                        f"{subjects.REQUEST_PREFIX}.{tok}",
+                        queue=subjects.QUEUE_GROUP,
+                        cb=self._spawn_handler(direct=False),
+                    )
+                elif not want and ms.sub is not None:
+                    sub, ms.sub = ms.sub, None
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
 
-    async def _leave_queue_groups(self) -> None:
-        for ms in self._queue_subs.values():
-            if ms.sub is not None:
-                with contextlib.suppress(Exception):
-                    await ms.sub.unsubscribe()
-                ms.sub = None
-        self._accepting = False
+    def _set_accepting(self, accepting: bool) -> None:
+        if accepting != self._accepting:
+            self._accepting = accepting
+            self._changed.set()
+            self._spawn(self._sync_membership())
 
     async def _drain(self) -> None:
         self._draining = True
         self.log.info("agent.draining", in_flight=len(self._tasks))
-        await self._leave_queue_groups()
+        await self._sync_membership()
         for sub in self._other_subs[:1]:  # the direct subscription; heartbeats keep flowing
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -167,14 +173,17 @@ class Agent:
         if self._draining or not getattr(self.policy, "withdraws", False):
             return
         load = (self.slots.running + self.slots.queued) / self.slots.capacity
-        if self._accepting and load >= self.settings.withdraw_high:
-            self._accepting = False
-            self._spawn(self._leave_queue_groups())
+        if self._accepting and load >= self.settings.withdraw_high and self._someone_else_accepts():
+            self._set_accepting(False)
             self.log.debug("agent.withdraw", load=load)
         elif not self._accepting and load < self.settings.withdraw_low:
-            self._accepting = True
-            self._spawn(self._join_queue_groups())
+            self._set_accepting(True)
             self.log.debug("agent.rejoin", load=load)
+
+    def _someone_else_accepts(self) -> bool:
+        """Whether every model we serve has another accepting peer (never leave a model unserved)."""
+        alive = self.peers.alive()
+        return all(any(m in p.beat.models and p.beat.accepting for p in alive) for m in self.models.values())
 
     # ---- messages --------------------------------------------------------------------------------
 
@@ -204,6 +213,8 @@ class Agent:
             return
         is_new = beat.name != self.name and not self.peers.knows(beat.name)
         self.peers.update(beat)
+        if not self._accepting and not self._draining and not self._someone_else_accepts():
+            self._set_accepting(True)  # we withdrew, but now nobody else takes new requests: come back
         if is_new:
             self._changed.set()  # introduce ourselves to a newcomer at once, not at the next tick
 

@@ -167,7 +167,7 @@ class Dispatcher:
         direct: bool,
     ) -> None:
         agent = self.agent
-        tried: set[str] = set()
+        tried: set[str] = {routing.origin} if routing.hops > 0 else set()  # never bounce back
         while True:
             info = self._request_info(req, model, routing)
             decision = agent.policy.decide(info, self.own_state(), self.peer_states(model, tried), agent._rng)

@@ -4,10 +4,15 @@ Formulas (docs/policies.md):
 - every option (local, each eligible peer) gets an estimate from `estimate.estimate`; a peer's load
   counts what we sent it since its last heartbeat, and its estimate carries the hop cost plus a
   staleness penalty proportional to the heartbeat's age;
+- trust = (1 + stake_bonus x stake / (stake + stake_scale)) x reputation: a newcomer with no stake
+  weighs as much as this agent itself, a large stake up to (1 + stake_bonus) times more;
 - target = min(slo_ms, remaining_ms) (remaining_ms alone when the request states no SLO);
-- serve locally when a slot is free and local meets the target (no hop is cheaper than a hop);
-- otherwise draw among options that meet the target, weighted by (1 / e2e) x trust, where trust
-  grows with stake and reputation (with a floor, so newcomers still get traffic);
+- a request a peer forwarded to us is served here whenever we have room and can make its deadline
+  (the peer chose us from the same heartbeats; a second hop only when we have no room at all);
+- serve locally when a slot is free and local meets the target (no hop is cheaper than a hop), or
+  when the request states an SLO and local meets it even after queueing;
+- otherwise draw among options that meet the target, weighted by trust / e2e**sharpness, where
+  trust grows with stake and reputation (newcomers keep a base weight, so they still get traffic);
 - if nothing meets the target, take the fastest option that still makes the deadline;
 - reject with `overloaded` when no option can make the deadline.
 """
@@ -27,6 +32,7 @@ from wwwserve.policies.base import (
     PeerState,
     Reject,
     RequestInfo,
+    ServerState,
 )
 from wwwserve.policies.estimate import Estimate, estimate
 
@@ -39,20 +45,25 @@ class DefaultPolicy:
     withdraws: bool = True
     hop_ms: float = 2.0  # cost of one extra broker hop and relay
     staleness_ms_per_s: float = 50.0  # penalty per second of heartbeat age
-    stake_floor: float = 0.2  # share of weight a peer with no stake still gets
+    sharpness: float = 3.0  # weight = trust / e2e**sharpness: higher prefers the fastest more
+    stake_bonus: float = 4.0  # a peer with a very large stake weighs up to (1 + bonus)x one with none
+    stake_scale: float = 100.0  # stake at which half of the bonus is reached
+
+    @staticmethod
+    def _network_places(s: ServerState) -> int:
+        """Places (slots + queue) a server offers to peers' requests: network_share of all of them."""
+        return math.ceil((s.capacity + s.queue_limit) * s.network_share)
 
     def _local_room(self, req: RequestInfo, own: OwnState) -> bool:
-        if not req.own_user and own.load >= math.ceil(own.capacity * own.network_share):
+        if not req.own_user and own.load >= self._network_places(own):
             return False  # the rest of our capacity is kept for our own users
         return own.load < own.capacity + own.queue_limit
 
     def _peer_room(self, p: PeerState) -> bool:
-        if not p.accepting:
-            return False
-        return p.load + p.sent_since_beat < math.ceil(p.capacity * p.network_share) + p.queue_limit
+        return p.load + p.sent_since_beat < self._network_places(p)
 
     def _trust(self, p: PeerState) -> float:
-        stake = self.stake_floor + (1 - self.stake_floor) * (p.stake / (p.stake + 100.0))
+        stake = 1.0 + self.stake_bonus * p.stake / (p.stake + self.stake_scale)
         return stake * max(0.05, p.reputation)
 
     def decide(
@@ -63,6 +74,8 @@ class DefaultPolicy:
         local: Estimate | None = estimate(req, own) if self._local_room(req, own) else None
         if local is not None and own.load < own.capacity and local.e2e_ms <= target:
             return Accept()
+        if local is not None and req.hops > 0 and local.e2e_ms <= req.remaining_ms:
+            return Accept()  # a peer already chose us with the same heartbeats; bouncing it on helps nobody
 
         can_forward = req.hops < own.max_hops and (own.forward or not req.own_user)
         options: list[tuple[str | None, Estimate, float]] = []
@@ -84,9 +97,11 @@ class DefaultPolicy:
         if not options:
             return Reject("overloaded", f"{own.name} and its peers are full for {req.model}")
 
+        if req.slo_ms and local is not None and local.e2e_ms <= target:
+            return Accept()  # the user's SLO is met here, even if queued: no hop needed
         meeting = [o for o in options if o[1].e2e_ms <= target]
         if meeting:
-            weights = [trust / max(1.0, est.e2e_ms) for _, est, trust in meeting]
+            weights = [trust / max(1.0, est.e2e_ms) ** self.sharpness for _, est, trust in meeting]
             choice = rng.choices(meeting, weights=weights, k=1)[0][0]
         else:
             feasible = [o for o in options if o[1].e2e_ms <= req.remaining_ms]
