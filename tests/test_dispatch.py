@@ -58,3 +58,31 @@ async def test_saturated_providers_never_bounce_past_the_hop_limit(net: LocalNet
     assert all(r.hops <= 2 for r in replies)
     forwarded = sum(h.agent.stats.forwarded for h in net.providers.values())
     assert forwarded > 0
+
+
+async def test_centralized_reference_scheduler_assigns_every_request(net: LocalNetwork) -> None:
+    for name in ("p1", "p2"):
+        await net.add_provider(
+            name, engine="sim", model=[MODEL], engine_opt=SIM, max_concurrency=1, policy="centralized"
+        )
+    sched = await net.start_scheduler()
+    await asyncio.sleep(1.2)  # the scheduler learns the providers from their heartbeats
+    async with Client(net.providers["p1"].url, timeout=30) as c:
+        replies = await asyncio.gather(
+            *(c.complete(MODEL, f"user request {i}", max_tokens=10) for i in range(12))
+        )
+    served = Counter(r.provider for r in replies)
+    assert served["p1"] == served["p2"] == 6, served
+    assert sum(sched.assigned.values()) == 12 and all(r.hops == 1 for r in replies)
+
+
+async def test_isolated_providers_serve_only_their_own_users(net: LocalNetwork) -> None:
+    for name in ("p1", "p2"):
+        await net.add_provider(
+            name, engine="sim", model=[MODEL], engine_opt=SIM, max_concurrency=1, policy="isolated"
+        )
+    async with Client(net.providers["p1"].url, timeout=30) as c:
+        replies = await asyncio.gather(
+            *(c.complete(MODEL, f"user request {i}", max_tokens=10) for i in range(6))
+        )
+    assert {r.provider for r in replies} == {"p1"}

@@ -232,3 +232,16 @@ def demo(
 
     code = asyncio.run(run_demo(providers, requests, max_tokens, engine, json_out))
     raise typer.Exit(code)
+
+
+@app.command()
+def scheduler(
+    nats_url: Annotated[
+        str, typer.Option(help="NATS server (a hub) of the network")
+    ] = "nats://127.0.0.1:4222",
+    name: Annotated[str, typer.Option(help="name in replies and logs")] = "scheduler",
+) -> None:
+    """Run the centralized reference scheduler (benchmarks only; providers use --policy centralized)."""
+    from wwwserve.scheduler import SchedulerSettings, run_scheduler
+
+    asyncio.run(run_scheduler(_build(SchedulerSettings, dict(nats_url=nats_url, name=name))))

@@ -21,6 +21,7 @@ from wwwserve.broker.process import NatsServer, free_port
 from wwwserve.engines.base import Engine
 from wwwserve.engines.factory import create_engine
 from wwwserve.policies.base import load_policy
+from wwwserve.scheduler import Scheduler, SchedulerSettings
 
 
 @dataclass
@@ -46,6 +47,8 @@ class LocalNetwork:
     hub: NatsServer | None = None
     providers: dict[str, ProviderHandle] = field(default_factory=dict)
     leafnode_port: int = 0
+    scheduler: Scheduler | None = None
+    scheduler_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start the hub."""
@@ -89,6 +92,14 @@ class LocalNetwork:
             await self.wait_for_peers()
         return handle
 
+    async def start_scheduler(self) -> Scheduler:
+        """Start the centralized reference scheduler on the hub (for providers with policy centralized)."""
+        sched = Scheduler(SchedulerSettings(nats_url=self.hub_url))
+        self.scheduler_task = asyncio.create_task(sched.run())
+        await sched.wait_ready()
+        self.scheduler = sched
+        return sched
+
     async def wait_for_peers(self, timeout: float = 15.0) -> None:
         """Wait until every agent's peer table lists every other provider."""
         names = set(self.providers)
@@ -115,7 +126,11 @@ class LocalNetwork:
         await self.providers.pop(name).leaf.stop()
 
     async def close(self) -> None:
-        """Stop every provider and the hub, and remove the work directory."""
+        """Stop every provider, the scheduler and the hub, and remove the work directory."""
+        if self.scheduler is not None and self.scheduler_task is not None:
+            self.scheduler.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.scheduler_task, 15)
         await asyncio.gather(*(self.stop_provider(n) for n in list(self.providers)), return_exceptions=True)
         if self.hub is not None:
             await self.hub.stop()

@@ -118,7 +118,7 @@ class Agent:
             self.log.info("agent.stopped", served=self.stats.served, forwarded=self.stats.forwarded)
 
     async def _subscribe(self) -> None:
-        self._accepting = True
+        self._accepting = getattr(self.policy, "joins_queue_group", True)
         await self._sync_membership()
         self._other_subs.append(
             await self.nc.subscribe(
@@ -213,7 +213,8 @@ class Agent:
             return
         is_new = beat.name != self.name and not self.peers.knows(beat.name)
         self.peers.update(beat)
-        if not self._accepting and not self._draining and not self._someone_else_accepts():
+        withdrawn = not self._accepting and not self._draining and getattr(self.policy, "withdraws", False)
+        if withdrawn and not self._someone_else_accepts():
             self._set_accepting(True)  # we withdrew, but now nobody else takes new requests: come back
         if is_new:
             self._changed.set()  # introduce ourselves to a newcomer at once, not at the next tick

@@ -6,17 +6,16 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-import nats.errors
 import structlog
 from nats.aio.msg import Msg
 
+from wwwserve.agent.relay import relay
 from wwwserve.agent.replies import ReplyWriter
 from wwwserve.errors import (
     BackendError,
     BadRequest,
     DeadlineExceeded,
     InternalError,
-    Overloaded,
     UnknownModel,
     WWWServeError,
     error_from_wire,
@@ -32,9 +31,6 @@ if TYPE_CHECKING:
     from wwwserve.agent.agent import Agent
 
 log = structlog.get_logger(__name__)
-
-ACK_TIMEOUT_S = 2.0  # a peer we forward to must acknowledge within this (or the deadline)
-LIVENESS_SLICE_S = 0.5  # how often a relay checks that its peer is still alive
 
 
 def estimate_prompt_tokens(req: CompletionRequest) -> int:
@@ -239,48 +235,19 @@ class Dispatcher:
     async def _forward(self, peer: str, msg: Msg, model: str, routing: Routing, writer: ReplyWriter) -> bool:
         """Relay the request through `peer`; False when the peer never took it (try elsewhere)."""
         agent = self.agent
-        nc = agent.nc
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        fwd_headers = dict(msg.headers or {})
-        fwd_headers.update(routing.next_hop(origin=agent.name).to_headers())
-        fwd_headers[h.WANT_ACK] = "true"
-        fwd_headers[h.CONTENT_TYPE] = writer.codec.value
         agent.peers.note_forwarded(peer)
         agent.stats.forwarded += 1
-        bound = log.bind(provider=agent.name, request_id=routing.request_id, peer=peer)
-        try:
-            await nc.publish(subjects.direct_subject(peer, model), msg.data, reply=inbox, headers=fwd_headers)
-            acked = False
-            ack_by = time.monotonic() + min(ACK_TIMEOUT_S, max(0.0, routing.remaining_s()))
-            while True:
-                try:
-                    m = await sub.next_msg(timeout=LIVENESS_SLICE_S)
-                except nats.errors.TimeoutError:
-                    if not acked and time.monotonic() > ack_by:
-                        bound.info("forward.no_ack")
-                        agent.peers.remove(peer)
-                        return False
-                    if acked and peer not in {p.beat.name for p in agent.peers.alive()}:
-                        bound.warning("forward.peer_lost", delivered=writer.delivered)
-                        if not writer.delivered:
-                            return False
-                        raise BackendError(f"peer {peer} stopped answering mid-stream") from None
-                    continue
-                mh = m.headers or {}
-                if mh.get(h.NATS_STATUS) == "503":
-                    bound.info("forward.no_responders")
-                    agent.peers.remove(peer)
-                    return False
-                if h.ACK in mh:
-                    acked = True
-                    continue
-                acked = True
-                if mh.get(h.ERROR) == Overloaded.code and not writer.delivered:
-                    bound.info("forward.peer_overloaded")
-                    return False
-                await writer.relay(m.data, mh)
-                if writer.done:
-                    return True
-        finally:
-            await sub.unsubscribe()
+        ok = await relay(
+            agent.nc,
+            peer,
+            model,
+            msg.data,
+            dict(msg.headers or {}),
+            routing,
+            writer,
+            alive=agent.peers.is_alive,
+            origin=agent.name,
+        )
+        if not ok:
+            agent.peers.remove(peer)  # it failed us; its next heartbeat brings it back
+        return ok

@@ -42,6 +42,11 @@ class PeerTable:
         """Whether `name` is in the table (alive or not yet expired-and-dropped)."""
         return name in self._peers
 
+    def is_alive(self, name: str) -> bool:
+        """Whether `name` has heartbeated within the expiry window."""
+        peer = self._peers.get(name)
+        return peer is not None and peer.age_s() <= self.expiry_s
+
     def note_forwarded(self, name: str) -> None:
         """Count a request we just sent, so the next choice does not herd onto the same peer."""
         peer = self._peers.get(name)
