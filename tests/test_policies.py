@@ -83,11 +83,18 @@ CASES = [
         Accept(),
     ),
     (
-        "peer not accepting is skipped",
+        "peer without room is skipped",
         req(slo_ms=1000),
         own(running=2, latency_ms=900),
-        [peer("a", accepting=False)],
+        [peer("a", running=2, queued=8, accepting=False)],
         Accept(),
+    ),
+    (
+        "TTFT SLO missed locally: forward",
+        req(slo_ttft_ms=300),
+        own(running=2, queued=2, latency_ms=500),
+        [peer("a")],
+        Forward("a"),
     ),
     (
         "peer too expensive is skipped",

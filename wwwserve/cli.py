@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from wwwserve.agent.settings import ProviderSettings
 from wwwserve.hub import HubSettings
 from wwwserve.logs import configure_logging
+from wwwserve.runtime import run
 
 app = typer.Typer(
     add_completion=False,
@@ -80,7 +81,7 @@ def hub(
     if print_config:
         typer.echo(s.config().render())
         return
-    asyncio.run(run_hub(s))
+    run(run_hub(s))
 
 
 @app.command()
@@ -147,7 +148,7 @@ def provider(
         ),
     )
     try:
-        asyncio.run(run_provider(s))
+        run(run_provider(s))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -244,4 +245,37 @@ def scheduler(
     """Run the centralized reference scheduler (benchmarks only; providers use --policy centralized)."""
     from wwwserve.scheduler import SchedulerSettings, run_scheduler
 
-    asyncio.run(run_scheduler(_build(SchedulerSettings, dict(nats_url=nats_url, name=name))))
+    run(run_scheduler(_build(SchedulerSettings, dict(nats_url=nats_url, name=name))))
+
+
+@app.command()
+def bench(
+    scenario: Annotated[Path | None, typer.Argument(help="scenario TOML file")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="write requests.csv, summary.json and PNG plots here")
+    ] = None,
+    policies: Annotated[
+        str, typer.Option(help="comma-separated: isolated,wwwserve,centralized")
+    ] = "isolated,wwwserve,centralized",
+    overhead: Annotated[
+        bool, typer.Option("--overhead", help="measure agent vs bare echo responder instead")
+    ] = False,
+) -> None:
+    """Benchmark: the same trace through isolated providers, wwwserve dispatch and a central scheduler."""
+    if overhead:
+        from wwwserve.bench.overhead import run_overhead
+
+        res = asyncio.run(run_overhead())
+        typer.echo(json.dumps(res) if json_out else json.dumps(res, indent=2))
+        return
+    if scenario is None:
+        typer.echo("error: give a scenario file, or --overhead", err=True)
+        raise typer.Exit(2)
+    from wwwserve.bench.run import run_bench
+
+    try:
+        asyncio.run(run_bench(scenario, [p.strip() for p in policies.split(",") if p.strip()], json_out, out))
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None

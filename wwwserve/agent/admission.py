@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from wwwserve.errors import Overloaded
 
@@ -13,9 +13,10 @@ from wwwserve.errors import Overloaded
 class Slots:
     """`capacity` requests run at once; up to `queue_limit` wait in arrival order; more are refused."""
 
-    def __init__(self, capacity: int, queue_limit: int) -> None:
+    def __init__(self, capacity: int, queue_limit: int, on_change: Callable[[], None] | None = None) -> None:
         self.capacity = capacity
         self.queue_limit = queue_limit
+        self._on_change = on_change or (lambda: None)
         self.running = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
@@ -32,6 +33,7 @@ class Slots:
                 raise Overloaded(f"queue full ({self.queue_limit} waiting, {self.running} running)")
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(fut)
+            self._on_change()
             try:
                 await fut
             except BaseException:
@@ -42,10 +44,12 @@ class Slots:
                 raise
         else:
             self.running += 1
+        self._on_change()
         try:
             yield
         finally:
             self._release()
+            self._on_change()
 
     def _release(self) -> None:
         while self._waiters:

@@ -53,7 +53,7 @@ class Agent:
                     f"models {self.models[tok]!r} and {m!r} map to the same subject token {tok!r}"
                 )
             self.models[tok] = m
-        self.slots = Slots(settings.max_concurrency, settings.max_queue)
+        self.slots = Slots(settings.max_concurrency, settings.max_queue, on_change=self.notify_load_changed)
         self.stats = ServingStats.new()
         self.peers = PeerTable(self.name, settings.peer_expiry_s)
         self.log = log.bind(provider=self.name)

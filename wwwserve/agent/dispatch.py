@@ -53,7 +53,6 @@ class Dispatcher:
         hdrs = msg.headers or {}
         codec = Codec.JSON
         writer = ReplyWriter(agent.nc, msg.reply or None, codec, hdrs.get(h.REQUEST_ID, ""), agent.name)
-        bound = log.bind(provider=agent.name, request_id=writer.request_id)
         try:
             if len(msg.data) > agent.settings.max_request_bytes:
                 limit = agent.settings.max_request_bytes
@@ -61,7 +60,6 @@ class Dispatcher:
             codec = writer.codec = detect(msg.data, hdrs)
             routing = routing_from_headers(hdrs, agent.settings.default_timeout_s)
             writer.request_id = routing.request_id
-            bound = bound.bind(request_id=routing.request_id)
             if hdrs.get(h.WANT_ACK) == "true":
                 await writer.ack()
             if routing.remaining_s() <= 0:
@@ -79,14 +77,20 @@ class Dispatcher:
                 raise DeadlineExceeded("deadline reached before the answer was complete") from None
         except WWWServeError as err:
             agent.stats.failed += 1
-            bound.info("request.error", code=err.code, message=err.message)
+            log.info(
+                "request.error",
+                provider=agent.name,
+                request_id=writer.request_id,
+                code=err.code,
+                message=err.message,
+            )
             await writer.error(err)
         except asyncio.CancelledError:
             await writer.error(BackendError(f"provider {agent.name} shut down before finishing"))
             raise
         except Exception as exc:
             agent.stats.failed += 1
-            bound.exception("request.internal_error")
+            log.exception("request.internal_error", provider=agent.name, request_id=writer.request_id)
             await writer.error(InternalError(f"{type(exc).__name__}: {exc}"))
 
     def _request_info(self, req: CompletionRequest, model: str, routing: Routing) -> RequestInfo:
@@ -99,6 +103,7 @@ class Dispatcher:
             hops=routing.hops,
             own_user=own_user,
             slo_ms=float(req.slo_ms) if req.slo_ms else None,
+            slo_ttft_ms=float(req.slo_ttft_ms) if req.slo_ttft_ms else None,
             max_price=req.max_price,
         )
 
@@ -181,45 +186,39 @@ class Dispatcher:
         self, req: CompletionRequest, model: str, routing: Routing, writer: ReplyWriter, received: float
     ) -> None:
         agent = self.agent
-        agent.notify_load_changed()
-        try:
-            async with agent.slots.acquire():
-                agent.notify_load_changed()
-                started = time.monotonic()
-                first: float | None = None
-                parts: list[str] = []
-                finish, usage = "stop", Usage()
-                try:
-                    async for d in agent.engine.generate(req, model):
-                        if d.text:
-                            if first is None:
-                                first = time.monotonic()
-                            parts.append(d.text)
-                            if req.stream:
-                                await writer.chunk(d.text)
-                        if d.finish_reason:
-                            finish = d.finish_reason
-                            usage = Usage(
-                                prompt_tokens=d.prompt_tokens, completion_tokens=d.completion_tokens
-                            )
-                except WWWServeError:
-                    raise
-                except (TimeoutError, asyncio.CancelledError):
-                    raise
-                except Exception as exc:
-                    raise BackendError(f"engine {agent.engine.kind} failed: {exc!r}") from exc
-                done = time.monotonic()
-                first = first or done
-                agent.stats.record(
-                    (first - started) * 1000,
-                    (done - started) * 1000,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                )
-        finally:
-            agent.notify_load_changed()
+        # the slots report their own changes to the agent (withdrawal, heartbeats)
+        async with agent.slots.acquire():
+            started = time.monotonic()
+            first: float | None = None
+            parts: list[str] = []
+            finish, usage = "stop", Usage()
+            try:
+                async for d in agent.engine.generate(req, model):
+                    if d.text:
+                        if first is None:
+                            first = time.monotonic()
+                        parts.append(d.text)
+                        if req.stream:
+                            await writer.chunk(d.text)
+                    if d.finish_reason:
+                        finish = d.finish_reason
+                        usage = Usage(prompt_tokens=d.prompt_tokens, completion_tokens=d.completion_tokens)
+            except WWWServeError:
+                raise
+            except (TimeoutError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                raise BackendError(f"engine {agent.engine.kind} failed: {exc!r}") from exc
+            done = time.monotonic()
+            first = first or done
+            agent.stats.record(
+                (first - started) * 1000,
+                (done - started) * 1000,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            )
         await writer.final(
-            Reply(
+            Reply.model_construct(
                 request_id=routing.request_id,
                 text="".join(parts),
                 finish_reason=finish,

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from wwwserve.engines.base import Delta, EngineLoad, apply_stop, prompt_text
@@ -23,6 +22,30 @@ _WORDS = (
     "the network answers every request with care while providers share capacity and credits "
     "flow to those who serve others well latency stays low because dispatch follows the load"
 ).split()
+
+
+_JUNK = "#%&@!"
+_MASK = (1 << 64) - 1
+
+
+class _SplitMix:
+    """splitmix64: a tiny deterministic generator, far cheaper to seed than random.Random."""
+
+    def __init__(self, seed: int) -> None:
+        self.state = seed & _MASK
+
+    def next(self) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & _MASK
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        return z ^ (z >> 31)
+
+    def random(self) -> float:
+        return (self.next() >> 11) / float(1 << 53)
+
+    def choice(self, seq: Sequence[str]) -> str:
+        return seq[self.next() % len(seq)]
 
 
 @dataclass
@@ -75,8 +98,8 @@ class SimEngine:
         """Stream `max_tokens` deterministic words, timed by the model above."""
         text = prompt_text(request)
         prompt_tokens = len(text.split())
-        seed = hashlib.sha256(f"{model}\0{text}\0{request.seed}".encode()).digest()
-        rng = random.Random(seed)
+        digest = hashlib.sha256(f"{model}\0{text}\0{request.seed}".encode()).digest()
+        rng = _SplitMix(int.from_bytes(digest[:8], "little"))
         corrupt = self.options.corrupt > 0 and rng.random() < self.options.corrupt
         stops = request.stop_list()
         self._running += 1
@@ -91,7 +114,7 @@ class SimEngine:
                     await asyncio.sleep(step / 1000.0)
                 elif i % 64 == 63:
                     await asyncio.sleep(0)  # stay fair to other tasks when instant
-                word = rng.choice(_WORDS) if not corrupt else "".join(rng.choices("#%&@!", k=5))
+                word = rng.choice(_WORDS) if not corrupt else "".join(rng.choice(_JUNK) for _ in range(5))
                 piece = word if i == 0 else " " + word
                 cut, stopped = apply_stop(produced + piece, stops)
                 if stopped:

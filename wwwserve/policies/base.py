@@ -19,7 +19,8 @@ class RequestInfo:
     remaining_ms: float  # until the hard deadline
     hops: int = 0
     own_user: bool = True  # from this provider's own users (not forwarded by a peer)
-    slo_ms: float | None = None  # the latency the user hopes for (soft)
+    slo_ms: float | None = None  # the end-to-end latency the user hopes for (soft)
+    slo_ttft_ms: float | None = None  # the time to first token the user hopes for (soft)
     max_price: float | None = None
 
 

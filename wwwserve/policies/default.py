@@ -6,14 +6,15 @@ Formulas (docs/policies.md):
   staleness penalty proportional to the heartbeat's age;
 - trust = (1 + stake_bonus x stake / (stake + stake_scale)) x reputation: a newcomer with no stake
   weighs as much as this agent itself, a large stake up to (1 + stake_bonus) times more;
-- target = min(slo_ms, remaining_ms) (remaining_ms alone when the request states no SLO);
+- an option "meets" the request when e2e <= slo_ms x slo_margin and ttft <= slo_ttft_ms x slo_margin
+  (each only when the request states it) and e2e <= remaining_ms (the hard deadline);
 - a request a peer forwarded to us is served here whenever we have room and can make its deadline
   (the peer chose us from the same heartbeats; a second hop only when we have no room at all);
-- serve locally when a slot is free and local meets the target (no hop is cheaper than a hop), or
+- serve locally when a slot is free and local meets the request (no hop is cheaper than a hop), or
   when the request states an SLO and local meets it even after queueing;
-- otherwise draw among options that meet the target, weighted by trust / e2e**sharpness, where
+- otherwise draw among options that meet the request, weighted by trust / e2e**sharpness, where
   trust grows with stake and reputation (newcomers keep a base weight, so they still get traffic);
-- if nothing meets the target, take the fastest option that still makes the deadline;
+- if nothing meets the request, take the fastest option that still makes the deadline;
 - reject with `overloaded` when no option can make the deadline.
 """
 
@@ -45,6 +46,7 @@ class DefaultPolicy:
     withdraws: bool = True
     hop_ms: float = 2.0  # cost of one extra broker hop and relay
     staleness_ms_per_s: float = 50.0  # penalty per second of heartbeat age
+    slo_margin: float = 0.8  # count an SLO as met only with 20% to spare (estimates are optimistic)
     sharpness: float = 3.0  # weight = trust / e2e**sharpness: higher prefers the fastest more
     stake_bonus: float = 4.0  # a peer with a very large stake weighs up to (1 + bonus)x one with none
     stake_scale: float = 100.0  # stake at which half of the bonus is reached
@@ -66,16 +68,26 @@ class DefaultPolicy:
         stake = 1.0 + self.stake_bonus * p.stake / (p.stake + self.stake_scale)
         return stake * max(0.05, p.reputation)
 
+    def _meets(self, req: RequestInfo, est: Estimate) -> bool:
+        """Whether an estimate meets the user's SLOs (with the safety margin) and the deadline."""
+        if est.e2e_ms > req.remaining_ms:
+            return False
+        if req.slo_ms is not None and est.e2e_ms > req.slo_ms * self.slo_margin:
+            return False
+        return req.slo_ttft_ms is None or est.ttft_ms <= req.slo_ttft_ms * self.slo_margin
+
     def decide(
         self, req: RequestInfo, own: OwnState, peers: Sequence[PeerState], rng: random.Random
     ) -> Decision:
         """Accept, forward to a peer drawn by expected latency and trust, or reject."""
-        target = min(req.slo_ms, req.remaining_ms) if req.slo_ms else req.remaining_ms
+        has_slo = req.slo_ms is not None or req.slo_ttft_ms is not None
         local: Estimate | None = estimate(req, own) if self._local_room(req, own) else None
-        if local is not None and own.load < own.capacity and local.e2e_ms <= target:
+        if local is not None and own.load < own.capacity and self._meets(req, local):
             return Accept()
         if local is not None and req.hops > 0 and local.e2e_ms <= req.remaining_ms:
             return Accept()  # a peer already chose us with the same heartbeats; bouncing it on helps nobody
+        if has_slo and local is not None and self._meets(req, local):
+            return Accept()  # the user's SLO is met here, even if queued: no hop needed
 
         can_forward = req.hops < own.max_hops and (own.forward or not req.own_user)
         options: list[tuple[str | None, Estimate, float]] = []
@@ -87,19 +99,13 @@ class DefaultPolicy:
                     continue
                 if req.max_price is not None and p.price > req.max_price:
                     continue
-                est = estimate(
-                    req,
-                    p,
-                    extra_load=p.sent_since_beat,
-                    hop_ms=self.hop_ms + self.staleness_ms_per_s * p.age_s,
-                )
+                hop = self.hop_ms + self.staleness_ms_per_s * p.age_s
+                est = estimate(req, p, extra_load=p.sent_since_beat, hop_ms=hop)
                 options.append((p.name, est, self._trust(p)))
         if not options:
             return Reject("overloaded", f"{own.name} and its peers are full for {req.model}")
 
-        if req.slo_ms and local is not None and local.e2e_ms <= target:
-            return Accept()  # the user's SLO is met here, even if queued: no hop needed
-        meeting = [o for o in options if o[1].e2e_ms <= target]
+        meeting = [o for o in options if self._meets(req, o[1])]
         if meeting:
             weights = [trust / max(1.0, est.e2e_ms) ** self.sharpness for _, est, trust in meeting]
             choice = rng.choices(meeting, weights=weights, k=1)[0][0]

@@ -33,6 +33,7 @@ class CompletionRequest(BaseModel):
     seed: int | None = None
     stream: bool = False
     slo_ms: int | None = Field(None, gt=0, description="end-to-end latency the user hopes for")
+    slo_ttft_ms: int | None = Field(None, gt=0, description="time to first token the user hopes for")
     max_price: float | None = Field(None, ge=0.0, description="most credits per token the user pays")
 
     @model_validator(mode="after")

@@ -1,0 +1,1 @@
+"""`wwwserve bench`: the same trace, the same providers, three dispatch policies, side by side."""

@@ -1,0 +1,153 @@
+"""`wwwserve bench --overhead`: what an agent adds over a bare NATS responder, in the same run.
+
+Both responders run as their own processes on the same leaf node; the client (this process) sends
+the same msgpack request to each: round trips one at a time (p50/p99), then a fixed number of
+concurrent workers for a fixed time (requests per second). The agent uses the `sim` engine with
+zero service time, so everything measured is protocol, validation, policy and NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import nats
+from nats.aio.client import Client as NATS
+
+from wwwserve.broker.config import HubConfig, LeafConfig
+from wwwserve.broker.process import NatsServer, free_port
+from wwwserve.observe import collect_heartbeats
+from wwwserve.protocol.subjects import request_subject
+
+MODEL = "overhead-model"
+ECHO_SUBJECT = "bench.echo"
+
+
+def _pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+
+
+async def _round_trips(nc: NATS, subject: str, payload: bytes, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await nc.request(subject, payload, timeout=5)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+async def _rate(nc: NATS, subject: str, payload: bytes, workers: int, seconds: float) -> float:
+    done = 0
+    end = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < end:
+            await nc.request(subject, payload, timeout=10)
+            done += 1
+
+    t = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return done / (time.perf_counter() - t)
+
+
+async def run_overhead(n: int = 2000, workers: int = 32, seconds: float = 5.0) -> dict[str, Any]:
+    """Measure agent vs echo on one leaf node; returns the figures of `--overhead --json`."""
+    work = Path(tempfile.mkdtemp(prefix="wwwserve-overhead-"))
+    hub_port, leaf_port, port = free_port(), free_port(), free_port()
+    hub = NatsServer(
+        HubConfig(port=hub_port, leafnode_port=leaf_port).render(), port=hub_port, workdir=work / "hub"
+    )
+    leaf = NatsServer(
+        LeafConfig(hub_urls=[f"127.0.0.1:{leaf_port}"], port=port).render(),
+        port=port,
+        workdir=work / "leaf",
+        name="leaf",
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs: list[subprocess.Popen[bytes]] = []
+    await hub.start()
+    await leaf.start()
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "wwwserve",
+                    "--log-level",
+                    "warning",
+                    "provider",
+                    "--name",
+                    "agent",
+                    "--nats-url",
+                    leaf.url,
+                    "--engine",
+                    "sim",
+                    "--model",
+                    MODEL,
+                    "--max-concurrency",
+                    "256",
+                    "--data-dir",
+                    str(work / "agent"),
+                ],
+                stdout=(work / "agent.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "wwwserve.bench.echo", leaf.url, ECHO_SUBJECT],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
+        end = time.monotonic() + 30
+        while "agent" not in {b.name for b in await collect_heartbeats(leaf.url, 0.3)}:
+            if time.monotonic() > end:
+                raise TimeoutError("agent did not start")
+        nc = await nats.connect(leaf.url)
+        payload = msgpack.packb({"prompt": "hello there", "max_tokens": 1})
+        targets = {"echo": ECHO_SUBJECT, "agent": request_subject(MODEL)}
+        for subject in targets.values():  # warm up both paths
+            await _round_trips(nc, subject, payload, 200)
+        rtt: dict[str, list[float]] = {k: [] for k in targets}
+        for _ in range(4):  # interleave blocks so drift hits both equally
+            for k, subject in targets.items():
+                rtt[k] += await _round_trips(nc, subject, payload, n // 4)
+        rate = {k: await _rate(nc, s, payload, workers, seconds) for k, s in targets.items()}
+        await nc.close()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        await leaf.stop()
+        await hub.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    out: dict[str, Any] = {}
+    for k in targets:
+        out[k] = {
+            "p50_ms": round(_pct(rtt[k], 50), 3),
+            "p99_ms": round(_pct(rtt[k], 99), 3),
+            "rate_rps": round(rate[k], 1),
+        }
+    out["p50_ratio"] = round(out["agent"]["p50_ms"] / out["echo"]["p50_ms"], 2)
+    out["rate_ratio"] = round(out["agent"]["rate_rps"] / out["echo"]["rate_rps"], 2)
+    out["round_trips"], out["workers"], out["seconds"] = n, workers, seconds
+    return out

@@ -1,0 +1,206 @@
+"""Run one scenario under one policy: a fresh topology of real processes, the trace replayed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from wwwserve.bench.scenario import ProviderSpec, Scenario
+from wwwserve.bench.workload import Arrival
+from wwwserve.broker.config import HubConfig
+from wwwserve.broker.process import NatsServer, free_port
+from wwwserve.client import Client
+from wwwserve.errors import WWWServeError
+from wwwserve.observe import collect_heartbeats
+from wwwserve.protocol.messages import Reply
+
+POLICY_FLAGS = {"isolated": "isolated", "wwwserve": "default", "centralized": "centralized"}
+
+
+@dataclass
+class Record:
+    """What the client saw of one request."""
+
+    index: int
+    origin: str
+    prompt_tokens: int
+    output_tokens: int
+    sent_s: float  # from replay start
+    ttft_ms: float | None = None
+    e2e_ms: float | None = None
+    provider: str = ""
+    hops: int = 0
+    error: str = ""
+
+
+class _Procs:
+    """Child processes of one run, always stopped at the end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, args: list[str]) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        log = (self.workdir / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "wwwserve", "--log-level", "warning", "--json-logs", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def term(self, name: str) -> None:
+        p = self.procs.get(name)
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+
+    async def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.term(name)
+        end = time.monotonic() + 20
+        for p in self.procs.values():
+            while p.poll() is None and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _provider_args(p: ProviderSpec, policy: str, leafnode_port: int, port: int, data: Path) -> list[str]:
+    args = [
+        "provider",
+        "--name",
+        p.name,
+        "--hub",
+        f"127.0.0.1:{leafnode_port}",
+        "--port",
+        str(port),
+        "--engine",
+        p.engine,
+        "--model",
+        p.model,
+        "--max-concurrency",
+        str(p.max_concurrency),
+        "--max-queue",
+        str(p.max_queue),
+        "--policy",
+        POLICY_FLAGS[policy],
+        "--data-dir",
+        str(data / p.name),
+        "--drain-grace-s",
+        "15",
+    ]
+    for k, v in p.engine_opts().items():
+        args += ["--engine-opt", f"{k}={v}"]
+    return args
+
+
+async def _wait_for(url: str, names: set[str], timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if names <= {b.name for b in await collect_heartbeats(url, 0.5)}:
+            return
+    raise TimeoutError(f"providers {sorted(names)} did not all come up")
+
+
+async def run_policy(
+    scenario: Scenario, policy: str, arrivals: list[Arrival], progress: Callable[[], None] | None = None
+) -> list[Record]:
+    """Replay `arrivals` against a fresh network where every provider runs `policy`."""
+    w = scenario.workload
+    workdir = Path(tempfile.mkdtemp(prefix=f"wwwserve-bench-{policy}-"))
+    hub_port, leaf_port = free_port(), free_port()
+    hub = NatsServer(
+        HubConfig(port=hub_port, leafnode_port=leaf_port).render(),
+        port=hub_port,
+        workdir=workdir / "hub",
+        name="hub",
+    )
+    procs = _Procs(workdir)
+    ports = {p.name: free_port() for p in scenario.providers}
+    clients: dict[str, Client] = {}
+    records: list[Record] = []
+    await hub.start()
+    try:
+        first = [p for p in scenario.providers if p.join_at_s <= 0]
+        for p in first:
+            procs.start(p.name, _provider_args(p, policy, leaf_port, ports[p.name], workdir))
+        if policy == "centralized":
+            procs.start("scheduler", ["scheduler", "--nats-url", hub.url])
+        await _wait_for(hub.url, {p.name for p in first})
+        await asyncio.sleep(1.5)  # every agent (and the scheduler) has heard every heartbeat
+        hub_client = await Client(hub.url, timeout=w.timeout_s).connect()
+        for p in first:
+            clients[p.name] = await Client(
+                f"nats://127.0.0.1:{ports[p.name]}", timeout=w.timeout_s, origin=p.name
+            ).connect()
+        present = {p.name for p in first}
+        body_extra: dict[str, int] = {}
+        if w.slo_e2e_ms:
+            body_extra["slo_ms"] = int(w.slo_e2e_ms)
+        if w.slo_ttft_ms:
+            body_extra["slo_ttft_ms"] = int(w.slo_ttft_ms)
+        t0 = time.monotonic()
+
+        async def lifecycle(p: ProviderSpec) -> None:
+            if p.join_at_s > 0:
+                await asyncio.sleep(max(0.0, t0 + p.join_at_s / w.time_scale - time.monotonic()))
+                procs.start(p.name, _provider_args(p, policy, leaf_port, ports[p.name], workdir))
+                await _wait_for(hub.url, {p.name})
+                clients[p.name] = await Client(
+                    f"nats://127.0.0.1:{ports[p.name]}", timeout=w.timeout_s, origin=p.name
+                ).connect()
+                present.add(p.name)
+            if p.leave_at_s is not None:
+                await asyncio.sleep(max(0.0, t0 + p.leave_at_s / w.time_scale - time.monotonic()))
+                present.discard(p.name)
+                procs.term(p.name)
+
+        async def send(a: Arrival) -> None:
+            await asyncio.sleep(max(0.0, t0 + a.at_s - time.monotonic()))
+            client = clients[a.origin] if a.origin in present else hub_client
+            rec = Record(a.index, a.origin, a.prompt_tokens, a.output_tokens, time.monotonic() - t0)
+            body = {
+                "prompt": " ".join(["tok"] * a.prompt_tokens),
+                "max_tokens": a.output_tokens,
+                **body_extra,
+            }
+            sent = time.monotonic()
+            try:
+                async for item in client.stream(scenario.providers[0].model, body):
+                    if rec.ttft_ms is None:
+                        rec.ttft_ms = (time.monotonic() - sent) * 1000
+                    if isinstance(item, Reply):
+                        rec.e2e_ms = (time.monotonic() - sent) * 1000
+                        rec.provider, rec.hops = item.provider, item.hops
+            except WWWServeError as exc:
+                rec.error = exc.code
+            except Exception as exc:
+                rec.error = f"client:{type(exc).__name__}"
+            records.append(rec)
+            if progress:
+                progress()
+
+        life = [asyncio.create_task(lifecycle(p)) for p in scenario.providers]
+        await asyncio.gather(*(send(a) for a in arrivals))
+        for t in life:
+            t.cancel()
+        for c in [hub_client, *clients.values()]:
+            with contextlib.suppress(Exception):
+                await c.close()
+    finally:
+        await procs.stop_all()
+        await hub.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return sorted(records, key=lambda r: r.index)

@@ -1,0 +1,80 @@
+"""Benchmark scenario files (TOML): the workload, its SLOs, and the providers."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Workload(BaseModel):
+    """Which slice of which trace to replay, how fast, and whose users send each arrival."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trace: Path
+    start_s: float = Field(0.0, ge=0, description="offset into the trace")
+    duration_s: float = Field(60.0, gt=0, description="trace seconds to replay")
+    time_scale: float = Field(1.0, gt=0, description="replay speed-up: 2 sends the slice in half the time")
+    split: Literal["round-robin", "weighted"] = "round-robin"
+    weights: list[float] = Field(default_factory=list, description="share of arrivals per provider")
+    seed: int = 0
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+    slo_e2e_ms: float | None = None
+    max_prompt_tokens: int = Field(8000, description="longer trace prompts are cut to this")
+    max_output_tokens: int = Field(2048, description="longer trace outputs are cut to this")
+    timeout_s: float = Field(120.0, gt=0, description="each request's deadline")
+
+
+class ProviderSpec(BaseModel):
+    """One provider of the scenario; engine options are the remaining keys (sim: prefill_tps, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    engine: str = "sim"
+    model: str = "bench-model"
+    max_concurrency: int = 16
+    max_queue: int = 256
+    join_at_s: float = Field(0.0, ge=0, description="replay second at which it joins")
+    leave_at_s: float | None = Field(None, description="replay second at which it leaves (SIGTERM)")
+
+    def engine_opts(self) -> dict[str, str]:
+        """Engine options: every extra key of the table."""
+        return {k: str(v) for k, v in (self.model_extra or {}).items()}
+
+
+class Scenario(BaseModel):
+    """A whole benchmark scenario."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    description: str = ""
+    workload: Workload
+    providers: list[ProviderSpec]
+
+    @model_validator(mode="after")
+    def _check(self) -> Scenario:
+        if not self.providers:
+            raise ValueError("a scenario needs at least one [[providers]] table")
+        if self.workload.split == "weighted" and len(self.workload.weights) != len(self.providers):
+            raise ValueError("workload.weights needs one weight per provider, in [[providers]] order")
+        if len({p.model for p in self.providers}) != 1:
+            raise ValueError("all providers of a scenario serve the same model")
+        return self
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read a scenario; relative paths resolve from the file's own folder."""
+    data = tomllib.loads(path.read_text())
+    scenario = Scenario.model_validate(data)
+    trace = scenario.workload.trace
+    if not trace.is_absolute():
+        scenario.workload.trace = (path.parent / trace).resolve()
+    if not scenario.name:
+        scenario.name = path.stem
+    return scenario
