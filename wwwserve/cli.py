@@ -279,3 +279,25 @@ def bench(
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command()
+def gateway(
+    nats_url: Annotated[
+        str | None, typer.Option(help="NATS server(s) of the network, comma-separated")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="HTTP listen address")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port")] = None,
+    api_key: Annotated[
+        list[str] | None, typer.Option(help="accepted bearer key (repeat); none: open")
+    ] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="deadline of each request in the network")] = None,
+) -> None:
+    """Run the OpenAI-compatible HTTP gateway (/v1/chat/completions, /v1/completions, /v1/models)."""
+    from wwwserve.gateway.app import run_gateway
+    from wwwserve.gateway.settings import GatewaySettings
+
+    s = _build(
+        GatewaySettings, dict(nats_url=nats_url, host=host, port=port, api_key=api_key, timeout_s=timeout_s)
+    )
+    run(run_gateway(s))

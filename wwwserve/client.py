@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 import nats
 import nats.errors
+import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -30,12 +31,14 @@ from wwwserve.errors import (
     WWWServeError,
     error_from_wire,
 )
+from wwwserve.logs import connection_callbacks
 from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
 from wwwserve.protocol.codec import Codec, decode, detect, encode
 from wwwserve.protocol.messages import ErrorBody, Heartbeat, Reply, StreamChunk
 
 _SLICE_S = 0.25
+log = structlog.get_logger(__name__)
 
 
 class Client:
@@ -63,7 +66,11 @@ class Client:
     async def connect(self) -> Client:
         """Open the NATS connection (reconnects by itself afterwards)."""
         self._nc = await nats.connect(
-            servers=self.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.5, name="wwwserve-client"
+            servers=self.servers,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            name="wwwserve-client",
+            **connection_callbacks(log.bind(component="client")),
         )
         return self
 
@@ -100,23 +107,34 @@ class Client:
         """A chat completion for `messages`; `params` are request fields."""
         return await self.request(model, {"messages": messages, **params}, timeout=timeout)
 
-    async def request(self, model: str, body: dict[str, Any], *, timeout: float | None = None) -> Reply:
+    async def request(
+        self, model: str, body: dict[str, Any], *, timeout: float | None = None, request_id: str | None = None
+    ) -> Reply:
         """Send one non-streaming request; raise the typed error of an error reply."""
         final: Reply | None = None
-        async for item in self._exchange(model, {**body, "stream": False}, timeout):
+        async for item in self._exchange(model, {**body, "stream": False}, timeout, request_id):
             if isinstance(item, Reply):
                 final = item
         assert final is not None
         return final
 
     async def stream(
-        self, model: str, body: dict[str, Any], *, timeout: float | None = None
-    ) -> AsyncIterator[StreamChunk | Reply]:
+        self, model: str, body: dict[str, Any], *, timeout: float | None = None, request_id: str | None = None
+    ) -> AsyncGenerator[StreamChunk | Reply, None]:
         """Stream chunks in order, then the final Reply."""
-        async for item in self._exchange(model, {**body, "stream": True}, timeout):
+        async for item in self._exchange(model, {**body, "stream": True}, timeout, request_id):
             yield item
 
+    def models(self) -> list[str]:
+        """Models some alive provider advertises now (after `watch_network`)."""
+        now = time.monotonic()
+        return sorted({m for t, ms in self._beats.values() if now - t <= self.provider_expiry_s for m in ms})
+
     # ---- internals -------------------------------------------------------------------------------
+
+    async def watch_network(self) -> None:
+        """Start following heartbeats (done by the first request anyway), e.g. to list models."""
+        await self._watch_heartbeats()
 
     async def _watch_heartbeats(self) -> None:
         if self._beat_sub is None:
@@ -159,13 +177,13 @@ class Client:
         return None
 
     async def _exchange(
-        self, model: str, body: dict[str, Any], timeout: float | None
+        self, model: str, body: dict[str, Any], timeout: float | None, request_id: str | None = None
     ) -> AsyncIterator[StreamChunk | Reply]:
         await self._watch_heartbeats()
         timeout = timeout or self.timeout
         deadline = time.monotonic() + timeout
         routing = h.Routing(
-            request_id=h.new_request_id(),
+            request_id=request_id or h.new_request_id(),
             hops=0,
             deadline_ms=h.now_ms() + int(timeout * 1000),
             origin=self.origin,
@@ -200,39 +218,54 @@ class Client:
     async def _read(
         self, sub: Subscription, deadline: float, request_id: str
     ) -> AsyncIterator[StreamChunk | Reply | None]:
-        """Messages of one attempt; None means: nobody took it, retry (nothing was delivered yet)."""
+        """Messages of one attempt; None means: nobody took it, retry (nothing was delivered yet).
+
+        Leaving early (the consumer stopped, or was cancelled) tells the responsible provider to stop.
+        """
         responsible: str | None = None
         acked_at = time.monotonic()
         delivered = False
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise DeadlineExceeded(f"no complete answer before the deadline (request {request_id})")
-            try:
-                msg = await sub.next_msg(timeout=min(_SLICE_S, left))
-            except nats.errors.TimeoutError:
-                if responsible and not self._provider_alive(responsible, acked_at):
-                    if not delivered:
-                        yield None  # retry elsewhere, same request id
-                        return
-                    raise BackendError(f"provider {responsible} stopped responding mid-stream") from None
-                continue
-            mh = msg.headers or {}
-            if mh.get(h.NATS_STATUS) == "503":
-                yield None
-                return
-            if h.ACK in mh:
-                responsible, acked_at = mh[h.ACK], time.monotonic()
-                continue
-            obj = decode(msg.data, detect(msg.data, mh))
-            if mh.get(h.STATUS, "200") != "200" or h.ERROR in mh:
-                err = ErrorBody.model_validate(obj)
-                raise error_from_wire(err.code, err.message)
-            delivered = True
-            if obj.get("final"):
-                yield Reply.model_validate(obj)
-                return
-            yield StreamChunk.model_validate(obj)
+        ended = False
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeadlineExceeded(f"no complete answer before the deadline (request {request_id})")
+                try:
+                    msg = await sub.next_msg(timeout=min(_SLICE_S, left))
+                except nats.errors.TimeoutError:
+                    if responsible and not self._provider_alive(responsible, acked_at):
+                        ended = True  # it is gone; nothing to cancel
+                        if not delivered:
+                            yield None  # retry elsewhere, same request id
+                            return
+                        raise BackendError(f"provider {responsible} stopped responding mid-stream") from None
+                    continue
+                mh = msg.headers or {}
+                if mh.get(h.NATS_STATUS) == "503":
+                    ended = True
+                    yield None
+                    return
+                if h.ACK in mh:
+                    responsible, acked_at = mh[h.ACK], time.monotonic()
+                    continue
+                obj = decode(msg.data, detect(msg.data, mh))
+                if mh.get(h.STATUS, "200") != "200" or h.ERROR in mh:
+                    ended = True
+                    err = ErrorBody.model_validate(obj)
+                    raise error_from_wire(err.code, err.message)
+                delivered = True
+                if obj.get("final"):
+                    ended = True
+                    yield Reply.model_validate(obj)
+                    return
+                yield StreamChunk.model_validate(obj)
+        finally:
+            if not ended and responsible and self._nc is not None and not self._nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await self._nc.publish(
+                        subjects.cancel_subject(responsible), b"", headers={h.REQUEST_ID: request_id}
+                    )
 
 
 class SyncClient:

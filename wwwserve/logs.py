@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
 
@@ -29,3 +30,18 @@ def configure_logging(level: str = "info", json_logs: bool | None = None) -> Non
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def connection_callbacks(logger: Any) -> dict[str, Any]:
+    """nats-py callbacks that log connection trouble as one structured line, not a traceback."""
+
+    async def error_cb(exc: Exception) -> None:
+        logger.debug("nats.error", error=repr(exc))
+
+    async def disconnected_cb() -> None:
+        logger.info("nats.disconnected")
+
+    async def reconnected_cb() -> None:
+        logger.info("nats.reconnected")
+
+    return {"error_cb": error_cb, "disconnected_cb": disconnected_cb, "reconnected_cb": reconnected_cb}

@@ -23,8 +23,10 @@ from wwwserve.agent.peers import PeerTable
 from wwwserve.agent.settings import ProviderSettings
 from wwwserve.agent.stats import ServingStats
 from wwwserve.engines.base import Engine
+from wwwserve.logs import connection_callbacks
 from wwwserve.policies.base import Policy
 from wwwserve.protocol import subjects
+from wwwserve.protocol.headers import REQUEST_ID as REQUEST_ID_HEADER
 from wwwserve.protocol.headers import now_ms
 from wwwserve.protocol.messages import Heartbeat
 
@@ -61,6 +63,8 @@ class Agent:
         self._queue_subs: dict[str, _ModelSub] = {t: _ModelSub(m) for t, m in self.models.items()}
         self._other_subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self.in_flight: dict[str, asyncio.Task[Any]] = {}  # request id -> the task handling it
+        self.cancelled: set[str] = set()  # request ids their requester gave up on
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
@@ -98,6 +102,7 @@ class Agent:
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 pending_size=8 * 1024 * 1024,
+                **connection_callbacks(self.log),
             )
             self._dispatcher = Dispatcher(self)
             await self._subscribe()
@@ -126,6 +131,9 @@ class Agent:
             )
         )
         self._other_subs.append(await self.nc.subscribe(subjects.HEARTBEAT_ALL, cb=self._on_heartbeat))
+        self._other_subs.append(
+            await self.nc.subscribe(subjects.cancel_subject(self.name), cb=self._on_cancel)
+        )
         await self.nc.flush()
 
     async def _sync_membership(self) -> None:
@@ -201,6 +209,15 @@ class Agent:
             self._spawn(self._dispatcher.handle(msg, tok, direct))
 
         return on_msg
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        """The requester is gone: stop the engine (or the relay) working on its request."""
+        request_id = (msg.headers or {}).get(REQUEST_ID_HEADER, "")
+        task = self.in_flight.get(request_id)
+        if task is not None and not task.done():
+            self.cancelled.add(request_id)
+            task.cancel()
+            self.log.info("request.cancelled", request_id=request_id)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         try:

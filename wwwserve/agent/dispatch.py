@@ -60,6 +60,9 @@ class Dispatcher:
             codec = writer.codec = detect(msg.data, hdrs)
             routing = routing_from_headers(hdrs, agent.settings.default_timeout_s)
             writer.request_id = routing.request_id
+            task = asyncio.current_task()
+            if task is not None:
+                agent.in_flight[routing.request_id] = task
             if hdrs.get(h.WANT_ACK) == "true":
                 await writer.ack()
             if routing.remaining_s() <= 0:
@@ -86,12 +89,18 @@ class Dispatcher:
             )
             await writer.error(err)
         except asyncio.CancelledError:
+            if writer.request_id in agent.cancelled:
+                return  # the requester cancelled: nobody is listening, and the task ends quietly
             await writer.error(BackendError(f"provider {agent.name} shut down before finishing"))
             raise
         except Exception as exc:
             agent.stats.failed += 1
             log.exception("request.internal_error", provider=agent.name, request_id=writer.request_id)
             await writer.error(InternalError(f"{type(exc).__name__}: {exc}"))
+        finally:
+            if agent.in_flight.get(writer.request_id) is asyncio.current_task():
+                del agent.in_flight[writer.request_id]
+            agent.cancelled.discard(writer.request_id)
 
     def _request_info(self, req: CompletionRequest, model: str, routing: Routing) -> RequestInfo:
         own_user = routing.origin == self.agent.name or (not routing.origin and routing.hops == 0)

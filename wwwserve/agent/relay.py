@@ -5,6 +5,7 @@ Used by agents that forward, and by the centralized reference scheduler.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -76,5 +77,9 @@ async def relay(
             await writer.relay(m.data, mh)
             if writer.done:
                 return True
+    except asyncio.CancelledError:
+        # our requester cancelled (or we shut down): the peer should stop working too
+        await nc.publish(subjects.cancel_subject(peer), b"", headers={h.REQUEST_ID: routing.request_id})
+        raise
     finally:
         await sub.unsubscribe()

@@ -133,6 +133,8 @@ def write_plots(out: Path, results: dict[str, dict[str, Any]], records: dict[str
     fig.savefig(out / "latency_cdf.png", dpi=120)
     plt.close(fig)
 
+    names = sorted({r.provider for recs in records.values() for r in recs if r.provider})
+    colors = {n: f"C{i}" for i, n in enumerate(names)}  # one color per provider in every panel
     fig, axes = plt.subplots(len(records), 1, figsize=(6, 2.2 * len(records)), sharex=True, squeeze=False)
     for ax, (policy, recs) in zip(axes[:, 0], records.items(), strict=True):
         done = [r for r in recs if r.e2e_ms is not None and r.provider]
@@ -146,6 +148,7 @@ def write_plots(out: Path, results: dict[str, dict[str, Any]], records: dict[str
                 steps,
                 [sum(r.sent_s <= t < r.sent_s + (r.e2e_ms or 0) / 1000 for r in mine) for t in steps],
                 label=prov,
+                color=colors[prov],
             )
         ax.set_title(policy, fontsize=9)
         ax.set_ylabel("in flight")

@@ -12,6 +12,7 @@ HEARTBEAT_ALL = f"{HEARTBEAT_PREFIX}.>"
 LEDGER_RECEIPT = "llm.ledger.receipt"
 LEDGER_SYNC_PREFIX = "llm.ledger.sync"
 DUEL_PREFIX = "llm.duel"
+CANCEL_PREFIX = "llm.cancel"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_~-]")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -43,6 +44,11 @@ def request_subject(model: str) -> str:
 def direct_subject(provider: str, model: str) -> str:
     """Where a forwarding agent reaches one chosen provider for `model`."""
     return f"{DIRECT_PREFIX}.{provider}.{model_token(model)}"
+
+
+def cancel_subject(provider: str) -> str:
+    """Where a requester tells `provider` to stop working on a request it no longer wants."""
+    return f"{CANCEL_PREFIX}.{provider}"
 
 
 def heartbeat_subject(provider: str) -> str:

@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP gateway: the whole network as one OpenAI endpoint."""
