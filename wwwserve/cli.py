@@ -261,12 +261,19 @@ def bench(
     overhead: Annotated[
         bool, typer.Option("--overhead", help="measure agent vs bare echo responder instead")
     ] = False,
+    gateway_load: Annotated[
+        bool,
+        typer.Option("--gateway", help="measure concurrent OpenAI streams through the gateway vs direct"),
+    ] = False,
+    concurrency: Annotated[int, typer.Option(help="--gateway: streams in flight")] = 64,
+    requests: Annotated[int, typer.Option(help="--gateway: requests per path")] = 640,
 ) -> None:
     """Benchmark: the same trace through isolated providers, wwwserve dispatch and a central scheduler."""
-    if overhead:
+    if overhead or gateway_load:
+        from wwwserve.bench.gateway_load import run_gateway_load
         from wwwserve.bench.overhead import run_overhead
 
-        res = asyncio.run(run_overhead())
+        res = asyncio.run(run_overhead() if overhead else run_gateway_load(requests, concurrency))
         typer.echo(json.dumps(res) if json_out else json.dumps(res, indent=2))
         return
     if scenario is None:

@@ -1,5 +1,7 @@
 """`wwwserve bench --overhead`: what an agent adds over a bare NATS responder, in the same run.
 
+Also measured: the agent's round trip from a client on the hub (through the leafnode connection).
+
 Both responders run as their own processes on the same leaf node; the client (this process) sends
 the same msgpack request to each: round trips one at a time (p50/p99), then a fixed number of
 concurrent workers for a fixed time (requests per second). The agent uses the `sim` engine with
@@ -129,6 +131,11 @@ async def run_overhead(n: int = 2000, workers: int = 32, seconds: float = 5.0) -
                 rtt[k] += await _round_trips(nc, subject, payload, n // 4)
         rate = {k: await _rate(nc, s, payload, workers, seconds) for k, s in targets.items()}
         await nc.close()
+        # The same agent seen from a client on the hub: one leafnode hop each way.
+        hub_nc = await nats.connect(hub.url)
+        await _round_trips(hub_nc, targets["agent"], payload, 100)
+        via_hub = await _round_trips(hub_nc, targets["agent"], payload, n // 2)
+        await hub_nc.close()
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -147,6 +154,7 @@ async def run_overhead(n: int = 2000, workers: int = 32, seconds: float = 5.0) -
             "p99_ms": round(_pct(rtt[k], 99), 3),
             "rate_rps": round(rate[k], 1),
         }
+    out["agent_via_hub"] = {"p50_ms": round(_pct(via_hub, 50), 3), "p99_ms": round(_pct(via_hub, 99), 3)}
     out["p50_ratio"] = round(out["agent"]["p50_ms"] / out["echo"]["p50_ms"], 2)
     out["rate_ratio"] = round(out["agent"]["rate_rps"] / out["echo"]["rate_rps"], 2)
     out["round_trips"], out["workers"], out["seconds"] = n, workers, seconds
