@@ -38,6 +38,7 @@ from wwwserve.protocol.codec import Codec, decode, detect, encode
 from wwwserve.protocol.messages import ErrorBody, Heartbeat, Reply, StreamChunk
 
 _SLICE_S = 0.25
+_GRACE_S = 1.0  # past the deadline, how long to wait for the network's own explicit error
 log = structlog.get_logger(__name__)
 
 
@@ -181,7 +182,7 @@ class Client:
     ) -> AsyncIterator[StreamChunk | Reply]:
         await self._watch_heartbeats()
         timeout = timeout or self.timeout
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout + min(_GRACE_S, timeout * 0.1)
         routing = h.Routing(
             request_id=request_id or h.new_request_id(),
             hops=0,

@@ -9,9 +9,10 @@ class WWWServeError(Exception):
     code = "internal"
     status = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, remote: bool = False) -> None:
         super().__init__(message)
         self.message = message
+        self.remote = remote  # True when an agent sent it; False when raised on this side
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -67,4 +68,4 @@ ERRORS_BY_CODE: dict[str, type[WWWServeError]] = {
 
 def error_from_wire(code: str, message: str) -> WWWServeError:
     """Rebuild the typed exception a client should raise from an error reply's code."""
-    return ERRORS_BY_CODE.get(code, InternalError)(message)
+    return ERRORS_BY_CODE.get(code, InternalError)(message, remote=True)

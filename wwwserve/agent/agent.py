@@ -20,6 +20,7 @@ from wwwserve import PROTOCOL_VERSION
 from wwwserve.agent.admission import Slots
 from wwwserve.agent.dispatch import Dispatcher
 from wwwserve.agent.peers import PeerTable
+from wwwserve.agent.requests import RequestRegistry
 from wwwserve.agent.settings import ProviderSettings
 from wwwserve.agent.stats import ServingStats
 from wwwserve.engines.base import Engine
@@ -63,8 +64,7 @@ class Agent:
         self._queue_subs: dict[str, _ModelSub] = {t: _ModelSub(m) for t, m in self.models.items()}
         self._other_subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self.in_flight: dict[str, asyncio.Task[Any]] = {}  # request id -> the task handling it
-        self.cancelled: set[str] = set()  # request ids their requester gave up on
+        self.requests = RequestRegistry()
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
@@ -74,6 +74,8 @@ class Agent:
         self._beat_seq = 0
         self._rng = random.Random()
         self._dispatcher: Dispatcher | None = None
+        self._unhealthy_until = 0.0
+        self._was_healthy = True
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -184,9 +186,32 @@ class Agent:
         if self._accepting and load >= self.settings.withdraw_high and self._someone_else_accepts():
             self._set_accepting(False)
             self.log.debug("agent.withdraw", load=load)
-        elif not self._accepting and load < self.settings.withdraw_low:
+        elif not self._accepting and load < self.settings.withdraw_low and self.engine_healthy():
             self._set_accepting(True)
             self.log.debug("agent.rejoin", load=load)
+
+    def engine_healthy(self) -> bool:
+        """The engine answers (its own health) and has not stalled within the cool-down."""
+        return self.engine.load().healthy and time.monotonic() >= self._unhealthy_until
+
+    def mark_engine_unhealthy(self, reason: str) -> None:
+        """An engine fault: stop taking work for the cool-down, then try again."""
+        self._unhealthy_until = time.monotonic() + self.settings.unhealthy_cooldown_s
+        self.log.warning("engine.unhealthy", reason=reason)
+        self._check_health()
+
+    def _check_health(self) -> None:
+        """Leave the queue groups while the engine is unhealthy; rejoin once it is healthy again."""
+        healthy = self.engine_healthy()
+        if healthy == self._was_healthy or self._draining:
+            return
+        self._was_healthy = healthy
+        self._changed.set()
+        if not healthy:
+            self._set_accepting(False)
+        elif getattr(self.policy, "joins_queue_group", True):
+            self.log.info("engine.healthy")
+            self._set_accepting(True)
 
     def _someone_else_accepts(self) -> bool:
         """Whether every model we serve has another accepting peer (never leave a model unserved)."""
@@ -213,10 +238,10 @@ class Agent:
     async def _on_cancel(self, msg: Msg) -> None:
         """The requester is gone: stop the engine (or the relay) working on its request."""
         request_id = (msg.headers or {}).get(REQUEST_ID_HEADER, "")
-        task = self.in_flight.get(request_id)
-        if task is not None and not task.done():
-            self.cancelled.add(request_id)
-            task.cancel()
+        active = self.requests.active.get(request_id)
+        if active is not None and not active.task.done():
+            self.requests.cancelled.add(request_id)
+            active.task.cancel()
             self.log.info("request.cancelled", request_id=request_id)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
@@ -231,7 +256,7 @@ class Agent:
         is_new = beat.name != self.name and not self.peers.knows(beat.name)
         self.peers.update(beat)
         withdrawn = not self._accepting and not self._draining and getattr(self.policy, "withdraws", False)
-        if withdrawn and not self._someone_else_accepts():
+        if withdrawn and self.engine_healthy() and not self._someone_else_accepts():
             self._set_accepting(True)  # we withdrew, but now nobody else takes new requests: come back
         if is_new:
             self._changed.set()  # introduce ourselves to a newcomer at once, not at the next tick
@@ -251,7 +276,7 @@ class Agent:
             running=self.slots.running,
             queued=self.slots.queued,
             accepting=self._accepting and not self._draining,
-            healthy=load.healthy,
+            healthy=self.engine_healthy(),
             ttft_ms=round(s.ttft_ms.value, 2),
             latency_ms=round(s.latency_ms.value, 2),
             tokens_per_s=round(s.tokens_per_s(), 2),
@@ -282,6 +307,7 @@ class Agent:
         last = 0.0
         while not self._draining:
             self._changed.clear()
+            self._check_health()
             gap = time.monotonic() - last
             if gap < min_gap:
                 await asyncio.sleep(min_gap - gap)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
@@ -11,6 +13,7 @@ from nats.aio.msg import Msg
 
 from wwwserve.agent.relay import relay
 from wwwserve.agent.replies import ReplyWriter
+from wwwserve.engines.base import Delta
 from wwwserve.errors import (
     BackendError,
     BadRequest,
@@ -40,6 +43,29 @@ def estimate_prompt_tokens(req: CompletionRequest) -> int:
     return sum(len(m.content.split()) + 4 for m in req.messages or [])
 
 
+class EngineStalled(Exception):
+    """The engine produced nothing for longer than the stall limit."""
+
+
+async def _watch_stalls(gen: AsyncIterator[Delta], stall_s: float) -> AsyncIterator[Delta]:
+    """Pass deltas on; raise EngineStalled when the next one takes longer than `stall_s`."""
+    it = aiter(gen)
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(stall_s):
+                    d = await anext(it)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise EngineStalled(f"engine produced no token for {stall_s:.1f}s") from None
+            yield d
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 class Dispatcher:
     """Holds what request handling needs from its agent; one `handle` call per request message."""
 
@@ -60,9 +86,12 @@ class Dispatcher:
             codec = writer.codec = detect(msg.data, hdrs)
             routing = routing_from_headers(hdrs, agent.settings.default_timeout_s)
             writer.request_id = routing.request_id
+            if await self._answer_duplicate(msg, routing.request_id, writer, hdrs):
+                return
             task = asyncio.current_task()
             if task is not None:
-                agent.in_flight[routing.request_id] = task
+                agent.requests.begin(routing.request_id, task, writer)
+                writer.on_final = partial(agent.requests.remember, routing.request_id)
             if hdrs.get(h.WANT_ACK) == "true":
                 await writer.ack()
             if routing.remaining_s() <= 0:
@@ -89,7 +118,7 @@ class Dispatcher:
             )
             await writer.error(err)
         except asyncio.CancelledError:
-            if writer.request_id in agent.cancelled:
+            if writer.request_id in agent.requests.cancelled:
                 return  # the requester cancelled: nobody is listening, and the task ends quietly
             await writer.error(BackendError(f"provider {agent.name} shut down before finishing"))
             raise
@@ -98,9 +127,29 @@ class Dispatcher:
             log.exception("request.internal_error", provider=agent.name, request_id=writer.request_id)
             await writer.error(InternalError(f"{type(exc).__name__}: {exc}"))
         finally:
-            if agent.in_flight.get(writer.request_id) is asyncio.current_task():
-                del agent.in_flight[writer.request_id]
-            agent.cancelled.discard(writer.request_id)
+            agent.requests.end(writer.request_id, asyncio.current_task())
+
+    async def _answer_duplicate(
+        self, msg: Msg, request_id: str, writer: ReplyWriter, hdrs: dict[str, str]
+    ) -> bool:
+        """A retry of a request we are serving or served: never serve it twice (docs/reliability.md)."""
+        agent = self.agent
+        active = agent.requests.active.get(request_id)
+        if active is not None and not active.task.done() and msg.reply:
+            if hdrs.get(h.WANT_ACK) == "true":
+                await writer.ack()
+            if active.writer.delivered:
+                await writer.error(BackendError("this request is already streaming to another inbox"))
+            else:
+                active.writer.inbox = msg.reply  # the running work now answers the retry
+            log.info("request.duplicate", provider=agent.name, request_id=request_id, state="running")
+            return True
+        final = agent.requests.recent(request_id)
+        if final is not None and msg.reply:
+            await agent.nc.publish(msg.reply, final[0], headers=final[1])
+            log.info("request.duplicate", provider=agent.name, request_id=request_id, state="finished")
+            return True
+        return False
 
     def _request_info(self, req: CompletionRequest, model: str, routing: Routing) -> RequestInfo:
         own_user = routing.origin == self.agent.name or (not routing.origin and routing.hops == 0)
@@ -136,6 +185,7 @@ class Dispatcher:
             max_hops=s.max_hops,
             slo_aware=s.slo_aware,
             min_price=s.min_price,
+            healthy=a.engine_healthy(),
         )
 
     def peer_states(self, model: str, exclude: set[str]) -> list[PeerState]:
@@ -202,7 +252,9 @@ class Dispatcher:
             parts: list[str] = []
             finish, usage = "stop", Usage()
             try:
-                async for d in agent.engine.generate(req, model):
+                async for d in _watch_stalls(
+                    agent.engine.generate(req, model), agent.settings.engine_stall_s
+                ):
                     if d.text:
                         if first is None:
                             first = time.monotonic()
@@ -212,6 +264,9 @@ class Dispatcher:
                     if d.finish_reason:
                         finish = d.finish_reason
                         usage = Usage(prompt_tokens=d.prompt_tokens, completion_tokens=d.completion_tokens)
+            except EngineStalled as exc:
+                agent.mark_engine_unhealthy(str(exc))
+                raise BackendError(str(exc)) from None
             except WWWServeError:
                 raise
             except (TimeoutError, asyncio.CancelledError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import nats.aio.client
 import structlog
 
@@ -27,6 +29,7 @@ class ReplyWriter:
         self.seq = 0
         self.done = False
         self.delivered = False  # a content message (chunk or answer) reached the inbox
+        self.on_final: Callable[[bytes, dict[str, str]], None] | None = None  # sees the last message
 
     def _headers(self, status: int = 200, final: bool = False) -> dict[str, str]:
         return {
@@ -63,10 +66,11 @@ class ReplyWriter:
             log.warning("reply.no_inbox", request_id=self.request_id)
             return
         reply.seq = self.seq
-        await self.nc.publish(
-            self.inbox, encode(reply.model_dump(), self.codec), headers=self._headers(final=True)
-        )
+        data, hdrs = encode(reply.model_dump(), self.codec), self._headers(final=True)
+        await self.nc.publish(self.inbox, data, headers=hdrs)
         self.delivered = True
+        if self.on_final is not None:
+            self.on_final(data, hdrs)
 
     async def error(self, err: WWWServeError) -> None:
         """Send an error reply (status header + {code, message}), which ends the stream."""
@@ -95,3 +99,5 @@ class ReplyWriter:
         if hdrs.get(h.STATUS, "200") == "200":
             self.delivered = True
         self.done = final
+        if final and hdrs.get(h.STATUS, "200") == "200" and self.on_final is not None:
+            self.on_final(data, hdrs)

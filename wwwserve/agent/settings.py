@@ -42,6 +42,12 @@ class ProviderSettings(WWWServeSettings):
     peer_expiry_s: float = Field(3.5, gt=0, description="a peer silent this long leaves the peer table")
     default_timeout_s: float = Field(60.0, gt=0, description="deadline for requests that carry none")
     max_request_bytes: int = Field(256 * 1024, ge=1024, description="largest request body accepted")
+    engine_stall_s: float = Field(
+        60.0, gt=0, description="no token this long: fail it, mark the engine unhealthy"
+    )
+    unhealthy_cooldown_s: float = Field(
+        5.0, gt=0, description="after a stall, stay out this long before retrying"
+    )
     drain_grace_s: float = Field(30.0, ge=0, description="SIGTERM: time to finish in-flight work")
     # Participation and dispatch (docs/policies.md).
     policy: str = Field("default", description="dispatch policy: default, isolated, or module:Class")

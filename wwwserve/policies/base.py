@@ -56,6 +56,7 @@ class OwnState(ServerState):
     max_hops: int = 2
     slo_aware: bool = True
     min_price: float = 0.0
+    healthy: bool = True  # False: the engine is down or stalled; serve nothing locally
 
 
 @dataclass(frozen=True)

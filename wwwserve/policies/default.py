@@ -81,7 +81,7 @@ class DefaultPolicy:
     ) -> Decision:
         """Accept, forward to a peer drawn by expected latency and trust, or reject."""
         has_slo = req.slo_ms is not None or req.slo_ttft_ms is not None
-        local: Estimate | None = estimate(req, own) if self._local_room(req, own) else None
+        local: Estimate | None = estimate(req, own) if own.healthy and self._local_room(req, own) else None
         if local is not None and own.load < own.capacity and self._meets(req, local):
             return Accept()
         if local is not None and req.hops > 0 and local.e2e_ms <= req.remaining_ms:

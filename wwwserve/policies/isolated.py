@@ -18,6 +18,8 @@ class IsolatedPolicy:
         self, req: RequestInfo, own: OwnState, peers: Sequence[PeerState], rng: random.Random
     ) -> Decision:
         """Accept while a slot or queue place is free, else `overloaded`."""
+        if not own.healthy:
+            return Reject("backend_error", f"{own.name}'s engine is unhealthy")
         if own.load < own.capacity + own.queue_limit:
             return Accept()
         return Reject("overloaded", f"{own.name} is full ({own.load} in, capacity {own.capacity})")
