@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import nats
@@ -39,6 +39,8 @@ from wwwserve.protocol.messages import ErrorBody, Heartbeat, Reply, StreamChunk
 
 _SLICE_S = 0.25
 _GRACE_S = 1.0  # past the deadline, how long to wait for the network's own explicit error
+_ACK_S = 2.0  # no ack this long after sending: nobody took it, send again
+_REASK_S = 2.0  # silence this long after the ack: ask the responsible provider again (same id)
 log = structlog.get_logger(__name__)
 
 
@@ -200,7 +202,13 @@ class Client:
             try:
                 await self.nc.publish(subject, payload, reply=inbox, headers=headers)
                 retry = False
-                async for item in self._read(sub, deadline, routing.request_id):
+
+                async def resend(provider: str, inbox: str = inbox) -> None:
+                    await self.nc.publish(
+                        subjects.direct_subject(provider, model), payload, reply=inbox, headers=headers
+                    )
+
+                async for item in self._read(sub, deadline, routing.request_id, resend):
                     if item is None:
                         retry = True
                         break
@@ -217,36 +225,50 @@ class Client:
             backoff = min(backoff * 2, 0.5)
 
     async def _read(
-        self, sub: Subscription, deadline: float, request_id: str
+        self, sub: Subscription, deadline: float, request_id: str, resend: Callable[[str], Awaitable[None]]
     ) -> AsyncIterator[StreamChunk | Reply | None]:
         """Messages of one attempt; None means: nobody took it, retry (nothing was delivered yet).
 
+        Liveness: without an ack within `_ACK_S` the attempt is retried; after the ack, every
+        `_REASK_S` of silence the request is re-sent (same id) to the responsible provider's direct
+        subject. The agent never serves an id twice: it re-acks a running request and replays the
+        answer of a finished one, so replies lost in transit (a hub or link failing) are recovered,
+        and a provider that is gone shows as no responders at once. Its heartbeats are watched too.
         Leaving early (the consumer stopped, or was cancelled) tells the responsible provider to stop.
         """
         responsible: str | None = None
-        acked_at = time.monotonic()
+        acked_at = last_heard = time.monotonic()
         delivered = False
         ended = False
         try:
             while True:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
                 if left <= 0:
                     raise DeadlineExceeded(f"no complete answer before the deadline (request {request_id})")
                 try:
                     msg = await sub.next_msg(timeout=min(_SLICE_S, left))
                 except nats.errors.TimeoutError:
-                    if responsible and not self._provider_alive(responsible, acked_at):
-                        ended = True  # it is gone; nothing to cancel
+                    now = time.monotonic()
+                    gone = responsible is not None and not self._provider_alive(responsible, acked_at)
+                    if gone or (responsible is None and now - last_heard > _ACK_S):
+                        ended = True  # nobody has it; nothing to cancel
                         if not delivered:
-                            yield None  # retry elsewhere, same request id
+                            yield None  # retry, same request id
                             return
                         raise BackendError(f"provider {responsible} stopped responding mid-stream") from None
+                    if responsible is not None and now - last_heard > _REASK_S:
+                        last_heard = now
+                        await resend(responsible)
                     continue
+                last_heard = time.monotonic()
                 mh = msg.headers or {}
-                if mh.get(h.NATS_STATUS) == "503":
+                if mh.get(h.NATS_STATUS) == "503":  # no responders: the queue group, or a re-ask's target
                     ended = True
-                    yield None
-                    return
+                    if not delivered:
+                        yield None
+                        return
+                    raise BackendError(f"provider {responsible} left mid-stream")
                 if h.ACK in mh:
                     responsible, acked_at = mh[h.ACK], time.monotonic()
                     continue

@@ -163,10 +163,7 @@ class Agent:
     async def _drain(self) -> None:
         self._draining = True
         self.log.info("agent.draining", in_flight=len(self._tasks))
-        await self._sync_membership()
-        for sub in self._other_subs[:1]:  # the direct subscription; heartbeats keep flowing
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        await self._sync_membership()  # out of the queue groups; direct and cancel subjects stay
         await self._publish_heartbeat()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self.settings.drain_grace_s)
@@ -189,6 +186,11 @@ class Agent:
         elif not self._accepting and load < self.settings.withdraw_low and self.engine_healthy():
             self._set_accepting(True)
             self.log.debug("agent.rejoin", load=load)
+
+    @property
+    def draining(self) -> bool:
+        """Shutting down: finishing what it has, taking nothing new (new work is forwarded or refused)."""
+        return self._draining
 
     def engine_healthy(self) -> bool:
         """The engine answers (its own health) and has not stalled within the cool-down."""
@@ -228,8 +230,6 @@ class Agent:
     def _spawn_handler(self, direct: bool) -> Callable[[Msg], Awaitable[None]]:
         async def on_msg(msg: Msg) -> None:
             assert self._dispatcher is not None
-            if self._draining:
-                return  # not ours any more: no reply, so the requester's retry goes elsewhere
             tok = msg.subject.rsplit(".", 1)[-1]
             self._spawn(self._dispatcher.handle(msg, tok, direct))
 
@@ -276,7 +276,7 @@ class Agent:
             running=self.slots.running,
             queued=self.slots.queued,
             accepting=self._accepting and not self._draining,
-            healthy=self.engine_healthy(),
+            healthy=self.engine_healthy() and not self._draining,
             ttft_ms=round(s.ttft_ms.value, 2),
             latency_ms=round(s.latency_ms.value, 2),
             tokens_per_s=round(s.tokens_per_s(), 2),

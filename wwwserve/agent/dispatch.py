@@ -185,7 +185,7 @@ class Dispatcher:
             max_hops=s.max_hops,
             slo_aware=s.slo_aware,
             min_price=s.min_price,
-            healthy=a.engine_healthy(),
+            healthy=a.engine_healthy() and not a.draining,
         )
 
     def peer_states(self, model: str, exclude: set[str]) -> list[PeerState]:
