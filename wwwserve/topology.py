@@ -44,6 +44,9 @@ class LocalNetwork:
     """Start with `async with LocalNetwork() as net`, then `await net.add_provider(...)`."""
 
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="wwwserve-net-")))
+    n_hubs: int = 1  # more than one: the hubs form one NATS cluster and every leaf lists them all
+    hubs: list[NatsServer] = field(default_factory=list)
+    hub_leafnode_ports: list[int] = field(default_factory=list)
     hub: NatsServer | None = None
     providers: dict[str, ProviderHandle] = field(default_factory=dict)
     leafnode_port: int = 0
@@ -51,11 +54,29 @@ class LocalNetwork:
     scheduler_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start the hub."""
-        port, self.leafnode_port = free_port(), free_port()
-        cfg = HubConfig(name="hub", port=port, leafnode_port=self.leafnode_port)
-        self.hub = NatsServer(cfg.render(), port=port, workdir=self.workdir / "hub", name="hub")
-        await self.hub.start()
+        """Start the hub(s); several hubs are clustered with routes to each other."""
+        ports = [free_port() for _ in range(self.n_hubs)]
+        self.hub_leafnode_ports = [free_port() for _ in range(self.n_hubs)]
+        cluster = [free_port() for _ in range(self.n_hubs)] if self.n_hubs > 1 else []
+        for i in range(self.n_hubs):
+            cfg = HubConfig(
+                name=f"hub{i}",
+                port=ports[i],
+                leafnode_port=self.hub_leafnode_ports[i],
+                cluster_port=cluster[i] if cluster else None,
+                routes=[f"nats-route://127.0.0.1:{p}" for j, p in enumerate(cluster) if j != i],
+            )
+            hub = NatsServer(cfg.render(), port=ports[i], workdir=self.workdir / f"hub{i}", name=f"hub{i}")
+            await hub.start()
+            self.hubs.append(hub)
+        self.hub, self.leafnode_port = self.hubs[0], self.hub_leafnode_ports[0]
+        if self.n_hubs > 1:
+            await asyncio.sleep(1.0)  # let the routes form
+
+    @property
+    def hub_urls(self) -> list[str]:
+        """Client URLs of every hub."""
+        return [h.url for h in self.hubs]
 
     @property
     def hub_url(self) -> str:
@@ -64,12 +85,22 @@ class LocalNetwork:
         return self.hub.url
 
     async def add_provider(
-        self, name: str, *, engine_impl: Engine | None = None, wait_peers: bool = True, **settings: Any
+        self,
+        name: str,
+        *,
+        engine_impl: Engine | None = None,
+        wait_peers: bool = True,
+        hub_urls: list[str] | None = None,
+        **settings: Any,
     ) -> ProviderHandle:
         """Start a leaf node and an agent; by default wait until the others see its heartbeat."""
         port = free_port()
         leaf = NatsServer(
-            LeafConfig(hub_urls=[f"127.0.0.1:{self.leafnode_port}"], name=f"leaf-{name}", port=port).render(),
+            LeafConfig(
+                hub_urls=hub_urls or [f"127.0.0.1:{p}" for p in self.hub_leafnode_ports],
+                name=f"leaf-{name}",
+                port=port,
+            ).render(),
             port=port,
             workdir=self.workdir / name,
             name=f"leaf-{name}",
@@ -132,8 +163,8 @@ class LocalNetwork:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.scheduler_task, 15)
         await asyncio.gather(*(self.stop_provider(n) for n in list(self.providers)), return_exceptions=True)
-        if self.hub is not None:
-            await self.hub.stop()
+        for hub in self.hubs:
+            await hub.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def __aenter__(self) -> LocalNetwork:
