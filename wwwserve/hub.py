@@ -32,9 +32,27 @@ class HubSettings(WWWServeSettings):
     routes: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="other hubs' cluster URLs"
     )
-    leaf_user: str | None = Field(None, description="user leaf nodes must present")
-    leaf_password: str | None = Field(None, description="password leaf nodes must present")
+    provider_users: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="provider:password pairs, comma-separated (env WWWSERVE_PROVIDER_USERS)",
+    )
+    client_users: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="client user:password pairs (requests only)"
+    )
+    ops_users: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="operator user:password pairs (everything)"
+    )
     data_dir: Path = Field(Path("./wwwserve-hub"), description="where the config and log go")
+
+    @field_validator("provider_users", "client_users", "ops_users", mode="before")
+    @classmethod
+    def _pairs(cls, v: object) -> object:
+        if isinstance(v, str):
+            pairs = [p.split(":", 1) for p in v.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("expected user:password[,user:password...]")
+            return {u.strip(): pw.strip() for u, pw in pairs}
+        return v
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -51,8 +69,9 @@ class HubSettings(WWWServeSettings):
             http_port=self.http_port,
             cluster_port=self.cluster_port,
             routes=self.routes,
-            leaf_user=self.leaf_user,
-            leaf_password=self.leaf_password,
+            provider_users=self.provider_users,
+            client_users=self.client_users,
+            ops_users=self.ops_users,
         )
 
 

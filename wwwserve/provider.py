@@ -20,7 +20,12 @@ log = structlog.get_logger(__name__)
 def leaf_server(settings: ProviderSettings) -> NatsServer:
     """The provider's own leaf node, joined to the hubs in `settings.hub`."""
     cfg = LeafConfig(
-        hub_urls=settings.hub, name=f"leaf-{settings.name}", host=settings.host, port=settings.port
+        hub_urls=settings.hub,
+        name=f"leaf-{settings.name}",
+        host=settings.host,
+        port=settings.port,
+        credentials_user=(settings.hub_user or settings.name) if settings.hub_password else None,
+        credentials_password=settings.hub_password,
     )
     return NatsServer(
         cfg.render(),

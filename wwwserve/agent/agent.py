@@ -15,12 +15,15 @@ import nats
 import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.micro.service import Service
 
 from wwwserve import PROTOCOL_VERSION
 from wwwserve.agent.admission import Slots
 from wwwserve.agent.dispatch import Dispatcher
+from wwwserve.agent.metrics import AgentMetrics
 from wwwserve.agent.peers import PeerTable
 from wwwserve.agent.requests import RequestRegistry
+from wwwserve.agent.service import register_service
 from wwwserve.agent.settings import ProviderSettings
 from wwwserve.agent.stats import ServingStats
 from wwwserve.engines.base import Engine
@@ -74,6 +77,8 @@ class Agent:
         self._beat_seq = 0
         self._rng = random.Random()
         self._dispatcher: Dispatcher | None = None
+        self._service: Service | None = None
+        self.metrics = AgentMetrics(self)
         self._unhealthy_until = 0.0
         self._was_healthy = True
 
@@ -107,6 +112,8 @@ class Agent:
                 **connection_callbacks(self.log),
             )
             self._dispatcher = Dispatcher(self)
+            if self.settings.metrics_port:
+                self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
             await self._subscribe()
             heartbeat = asyncio.create_task(self._heartbeat_loop())
             self._ready.set()
@@ -114,6 +121,9 @@ class Agent:
             await self._stop.wait()
             await self._drain()
             heartbeat.cancel()
+            if self._service is not None:
+                with contextlib.suppress(Exception):
+                    await self._service.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             await self._publish_heartbeat(goodbye=True)
@@ -121,17 +131,24 @@ class Agent:
                 await self.nc.flush(timeout=2)
             await self.nc.close()  # our own drain above already finished the work
         finally:
+            self.metrics.close()
             await self.engine.close()
             self.log.info("agent.stopped", served=self.stats.served, forwarded=self.stats.forwarded)
 
     async def _subscribe(self) -> None:
         self._accepting = getattr(self.policy, "joins_queue_group", True)
         await self._sync_membership()
+        direct = self._spawn_handler(direct=True)
+
+        async def unknown_models_only(msg: Msg) -> None:
+            # served models arrive through the micro service's endpoints; this answers the rest
+            if msg.subject.rsplit(".", 1)[-1] not in self.models:
+                await direct(msg)
+
         self._other_subs.append(
-            await self.nc.subscribe(
-                f"{subjects.DIRECT_PREFIX}.{self.name}.*", cb=self._spawn_handler(direct=True)
-            )
+            await self.nc.subscribe(f"{subjects.DIRECT_PREFIX}.{self.name}.*", cb=unknown_models_only)
         )
+        self._service = await register_service(self, direct)
         self._other_subs.append(await self.nc.subscribe(subjects.HEARTBEAT_ALL, cb=self._on_heartbeat))
         self._other_subs.append(
             await self.nc.subscribe(subjects.cancel_subject(self.name), cb=self._on_cancel)

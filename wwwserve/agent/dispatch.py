@@ -109,6 +109,7 @@ class Dispatcher:
                 raise DeadlineExceeded("deadline reached before the answer was complete") from None
         except WWWServeError as err:
             agent.stats.failed += 1
+            agent.metrics.failed(err.code)
             log.info(
                 "request.error",
                 provider=agent.name,
@@ -124,6 +125,7 @@ class Dispatcher:
             raise
         except Exception as exc:
             agent.stats.failed += 1
+            agent.metrics.failed("internal")
             log.exception("request.internal_error", provider=agent.name, request_id=writer.request_id)
             await writer.error(InternalError(f"{type(exc).__name__}: {exc}"))
         finally:
@@ -281,6 +283,7 @@ class Dispatcher:
                 usage.prompt_tokens,
                 usage.completion_tokens,
             )
+        agent.metrics.served(first - received, done - received, usage.completion_tokens)
         await writer.final(
             Reply.model_construct(
                 request_id=routing.request_id,
@@ -300,6 +303,7 @@ class Dispatcher:
         agent = self.agent
         agent.peers.note_forwarded(peer)
         agent.stats.forwarded += 1
+        agent.metrics.forwarded.inc()
         ok = await relay(
             agent.nc,
             peer,

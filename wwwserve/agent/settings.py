@@ -27,6 +27,8 @@ class ProviderSettings(WWWServeSettings):
     host: str = Field("127.0.0.1", description="address the provider's leaf nats-server listens on")
     port: int = Field(4222, description="client port of the provider's leaf nats-server")
     nats_url: str | None = Field(None, description="use this NATS server instead of starting a leaf")
+    hub_user: str | None = Field(None, description="user the leaf logs in to the hubs with (default: --name)")
+    hub_password: str | None = Field(None, description="password for the hubs (env WWWSERVE_HUB_PASSWORD)")
     model: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [DEFAULT_MODEL], description="models served"
     )
@@ -38,6 +40,7 @@ class ProviderSettings(WWWServeSettings):
     max_concurrency: int = Field(0, ge=0, description="requests served at once (0: 1 for embedded, else 8)")
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before `overloaded`")
     data_dir: Path = Field(Path("./wwwserve-data"), description="state: configs, logs, keys, ledger")
+    metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port (0: off)")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="seconds between heartbeats")
     peer_expiry_s: float = Field(3.5, gt=0, description="a peer silent this long leaves the peer table")
     default_timeout_s: float = Field(60.0, gt=0, description="deadline for requests that carry none")

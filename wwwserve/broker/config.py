@@ -6,12 +6,57 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from string import Template
+from typing import Any
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 
 def _template(name: str) -> Template:
     return Template(resources.files("wwwserve.broker").joinpath("templates", name).read_text())
+
+
+def provider_permissions(name: str) -> dict[str, Any]:
+    """What a provider's leaf node may send into the hub: requests, its own heartbeats and receipts.
+
+    Subjects a leaf user may publish are exported to the hub; what it may subscribe to is imported.
+    So provider `alice` cannot heartbeat, or answer status queries, as anyone else.
+    """
+    return {
+        "publish": {
+            "allow": [
+                "llm.request.>",
+                "llm.direct.>",
+                "llm.cancel.>",
+                f"llm.heartbeat.{name}",
+                f"llm.status.{name}",
+                "llm.ledger.receipt",
+                "llm.ledger.sync.>",
+                "llm.duel.>",
+                "_INBOX.>",
+                "$SRV.>",
+            ]
+        },
+        "subscribe": {"allow": [">"]},
+    }
+
+
+CLIENT_PERMISSIONS: dict[str, Any] = {
+    "publish": {"allow": ["llm.request.>", "llm.direct.>", "llm.cancel.>", "_INBOX.>"]},
+    "subscribe": {"allow": ["_INBOX.>", "llm.heartbeat.>", "llm.status.>"]},
+}
+
+
+def _authorization(providers: dict[str, str], clients: dict[str, str], ops: dict[str, str]) -> str:
+    """The hub's `authorization` block: one user per provider, client users, ops users (no limits)."""
+    if not (providers or clients or ops):
+        return ""
+    users: list[dict[str, Any]] = []
+    users += [
+        {"user": n, "password": p, "permissions": provider_permissions(n)} for n, p in providers.items()
+    ]
+    users += [{"user": n, "password": p, "permissions": CLIENT_PERMISSIONS} for n, p in clients.items()]
+    users += [{"user": n, "password": p} for n, p in ops.items()]
+    return "authorization {\n  users: " + json.dumps(users, indent=2) + "\n}"
 
 
 def _monitoring(host: str, http_port: int | None) -> str:
@@ -30,19 +75,14 @@ class HubConfig:
     cluster_port: int | None = None
     routes: list[str] = field(default_factory=list)
     cluster_name: str = "wwwserve"
-    leaf_user: str | None = None
-    leaf_password: str | None = None
+    provider_users: dict[str, str] = field(default_factory=dict)  # provider name -> password
+    client_users: dict[str, str] = field(default_factory=dict)
+    ops_users: dict[str, str] = field(default_factory=dict)
     max_payload: int = DEFAULT_MAX_PAYLOAD
     ping_interval: str = "5s"
 
     def render(self) -> str:
         """The nats-server config text for this hub."""
-        auth = ""
-        if self.leaf_user and self.leaf_password:
-            auth = (
-                f"authorization {{ user: {json.dumps(self.leaf_user)}, "
-                f"password: {json.dumps(self.leaf_password)} }}"
-            )
         cluster = ""
         if self.cluster_port:
             routes = ", ".join(json.dumps(r) for r in self.routes)
@@ -58,7 +98,7 @@ class HubConfig:
             max_payload=self.max_payload,
             ping_interval=self.ping_interval,
             monitoring=_monitoring(self.host, self.http_port),
-            leaf_authorization=auth,
+            authorization=_authorization(self.provider_users, self.client_users, self.ops_users),
             cluster=cluster,
         )
 
@@ -83,9 +123,8 @@ class LeafConfig:
         if not self.hub_urls:
             raise ValueError("a leaf node needs at least one hub URL (--hub)")
         urls = ", ".join(json.dumps(_leaf_url(u)) for u in self.hub_urls)
-        creds = ""
         if self.credentials_user and self.credentials_password:
-            creds = ""  # carried in the URL userinfo, which nats-server understands for remotes
+            # carried in the URL userinfo, which nats-server understands for leafnode remotes
             urls = ", ".join(
                 json.dumps(_leaf_url(u, self.credentials_user, self.credentials_password))
                 for u in self.hub_urls
@@ -99,7 +138,6 @@ class LeafConfig:
             monitoring=_monitoring(self.host, self.http_port),
             reconnect=self.reconnect,
             hub_urls=urls,
-            remote_credentials=creds,
         )
 
 
