@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -308,3 +309,29 @@ def gateway(
         GatewaySettings, dict(nats_url=nats_url, host=host, port=port, api_key=api_key, timeout_s=timeout_s)
     )
     run(run_gateway(s))
+
+
+@app.command()
+def top(
+    nats_url: Annotated[
+        str, typer.Option(help="NATS server(s) of the network, comma-separated")
+    ] = "nats://127.0.0.1:4222",
+    interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 1.0,
+    once: Annotated[bool, typer.Option(help="print one table and exit")] = False,
+) -> None:
+    """A live view of the network: providers, models, load, latency, from their heartbeats."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from wwwserve.observe import collect_heartbeats, peers_table
+
+    async def go() -> None:
+        if once:
+            Console().print(peers_table(await collect_heartbeats(nats_url, max(interval, 1.2))))
+            return
+        with Live(peers_table([]), refresh_per_second=4) as live:
+            while True:
+                live.update(peers_table(await collect_heartbeats(nats_url, interval)))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
