@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import nats
+import nats.errors
 import pytest
 
 from tests.conftest import SIM_FAST
@@ -122,7 +123,7 @@ async def test_permissions_are_enforced_by_the_real_server(secured: tuple[NatsSe
         await ops.subscribe("llm.heartbeat.>", cb=on_beat)
         await ops.flush()
         # anonymous clients are refused by the hub
-        with pytest.raises(Exception):
+        with pytest.raises(nats.errors.Error):
             await nats.connect(
                 f"nats://127.0.0.1:{hub.port}",
                 allow_reconnect=False,
