@@ -1,0 +1,133 @@
+"""The ledger's rules, property-tested: order independence, forgery, double spend, conservation."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wwwserve.ledger.book import compute
+from wwwserve.ledger.identity import new_identity
+from wwwserve.ledger.records import INITIAL_GRANT, Receipt, Stake
+from wwwserve.ledger.store import Ledger
+
+IDS = [new_identity(n) for n in ("alice", "bob", "carol")]
+
+
+def receipt(server: int, origin: int, tokens: int, price: float, ts: int, rid: str) -> Receipt:
+    s, o = IDS[server], IDS[origin]
+    r = Receipt(
+        request_id=rid,
+        model="m",
+        prompt_tokens=tokens,
+        completion_tokens=tokens,
+        price=price,
+        server=s.name,
+        server_key=s.public_key,
+        origin=o.name,
+        ts_ms=ts,
+    )
+    return r.signed_by_server(s).countersigned_by(o)
+
+
+receipts = (
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.integers(0, 2),
+            st.integers(0, 400),
+            st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+            st.integers(0, 50),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+    .map(
+        lambda rows: [receipt(s, o, t, p, ts, f"req{i}") for i, (s, o, t, p, ts) in enumerate(rows) if s != o]
+    )
+    .filter(bool)
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(receipts, st.randoms(use_true_random=False))
+def test_balances_do_not_depend_on_receipt_order(rs: list[Receipt], rnd: random.Random) -> None:
+    shuffled = rs[:]
+    rnd.shuffle(shuffled)
+    a, b = compute(rs), compute(shuffled)
+    assert a.balances == b.balances and sorted(a.valid) == sorted(b.valid)
+
+
+@settings(max_examples=40, deadline=None)
+@given(receipts)
+def test_total_is_conserved_and_nobody_overdraws(rs: list[Receipt]) -> None:
+    view = compute(rs)
+    assert abs(sum(view.balances.values()) - INITIAL_GRANT * len(view.keys)) < 1e-6
+    assert all(b >= -1e-9 for b in view.balances.values())
+
+
+@settings(max_examples=30, deadline=None)
+@given(receipts, st.sampled_from(["prompt_tokens", "price", "server", "origin", "request_id"]))
+def test_tampered_receipts_are_rejected(rs: list[Receipt], field: str) -> None:
+    original = rs[0]
+    value = {
+        "prompt_tokens": original.prompt_tokens + 1,
+        "price": original.price + 1,
+        "server": "mallory",
+        "origin": "mallory",
+        "request_id": original.request_id + "x",
+    }[field]
+    forged = original.model_copy(update={field: value})
+    assert not forged.signatures_valid()
+    ledger = Ledger(None)
+    assert ledger.add(forged) == "bad signature" and not ledger.ids()
+
+
+def test_a_receipt_signed_by_the_wrong_key_is_rejected() -> None:
+    mallory = new_identity("alice")  # claims alice's name with another key
+    good = receipt(0, 1, 10, 1.0, 1, "a")
+    fake = Receipt(
+        request_id="b",
+        model="m",
+        prompt_tokens=10,
+        completion_tokens=10,
+        price=1.0,
+        server="alice",
+        server_key=mallory.public_key,
+        origin="bob",
+        ts_ms=2,
+    ).signed_by_server(mallory)
+    fake = fake.countersigned_by(IDS[1])
+    view = compute([good, fake])
+    assert "r:a:alice" in view.valid and view.invalid["r:b:alice"].startswith("key does not match")
+
+
+def test_no_double_spend() -> None:
+    # bob holds 1000; he signs two receipts of 600 each, to alice and to carol
+    first = receipt(0, 1, 300, 1.0, 10, "x")
+    second = receipt(2, 1, 300, 1.0, 11, "y")
+    for order in ([first, second], [second, first]):
+        view = compute(order)
+        assert view.balances["bob"] == INITIAL_GRANT - 600 and "r:y:carol" in view.invalid
+        assert view.invalid["r:y:carol"] == "overdraft"
+
+
+def test_stake_locks_credits() -> None:
+    bob = IDS[1]
+    stake = Stake(provider="bob", key=bob.public_key, amount=700, ts_ms=1).signed(bob)
+    spend = receipt(0, 1, 200, 1.0, 2, "z")  # 400 > 1000 - 700
+    view = compute([stake, spend])
+    assert view.stakes["bob"] == 700 and view.invalid["r:z:alice"] == "overdraft"
+
+
+def test_ledger_persists_across_restarts(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "ledger.sqlite"
+    ledger = Ledger(path)
+    assert ledger.add(receipt(0, 1, 5, 1.0, 1, "p")) == "added"
+    assert ledger.add(receipt(0, 1, 5, 1.0, 1, "p")) == "duplicate"
+    ledger.close()
+    again = Ledger(path)
+    assert again.view.balances == {"alice": INITIAL_GRANT + 10, "bob": INITIAL_GRANT - 10}

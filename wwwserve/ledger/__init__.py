@@ -1,0 +1,1 @@
+"""Credits: signed receipts and stakes, and balances every provider computes identically."""

@@ -1,0 +1,67 @@
+"""A provider's Ed25519 identity (NATS nkeys), kept in its data directory."""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.signing
+import nkeys
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A named key pair: `public_key` is the nkeys user key ("U..."), shown in heartbeats."""
+
+    name: str
+    seed: bytes
+
+    @property
+    def public_key(self) -> str:
+        """The public key, nkeys-encoded."""
+        return str(nkeys.from_seed(bytearray(self.seed)).public_key.decode())
+
+    def sign(self, data: bytes) -> str:
+        """A base64 Ed25519 signature of `data`."""
+        return base64.b64encode(nkeys.from_seed(bytearray(self.seed)).sign(data)).decode()
+
+
+def load_or_create(data_dir: Path, name: str) -> Identity:
+    """The identity in `data_dir/identity.seed`, created (mode 0600) on first start."""
+    path = data_dir / "identity.seed"
+    if path.exists():
+        return Identity(name, path.read_bytes().strip())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(seed)
+    return Identity(name, bytes(seed))
+
+
+def new_identity(name: str) -> Identity:
+    """A fresh in-memory identity (tests, tools)."""
+    return Identity(name, bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)))
+
+
+def _raw_public_key(public_key: str) -> bytes:
+    """The 32 key bytes of an nkeys user public key, checking prefix and CRC."""
+    text = public_key.encode()
+    raw = base64.b32decode(text + b"=" * (-len(text) % 8))
+    if len(raw) != 35 or raw[0] != nkeys.PREFIX_BYTE_USER:
+        raise ValueError("not an nkeys user public key")
+    if bytes(raw[-2:]) != bytes(nkeys.crc16_checksum(raw[:-2])):
+        raise ValueError("bad nkeys checksum")
+    return raw[1:33]
+
+
+def verify(public_key: str, data: bytes, signature: str) -> bool:
+    """Whether `signature` (base64) is `public_key`'s signature of `data`."""
+    try:
+        nacl.signing.VerifyKey(_raw_public_key(public_key)).verify(data, base64.b64decode(signature))
+        return True
+    except (ValueError, TypeError, nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+        return False

@@ -1,0 +1,113 @@
+"""Ledger records: a serve receipt (signed by server and origin) and a stake (signed by its owner)."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wwwserve.ledger.identity import Identity, verify
+
+INITIAL_GRANT = 1000.0
+
+
+class Receipt(BaseModel):
+    """Server S served `request_id` for origin O: O owes S `price x (prompt + completion tokens)`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["receipt"] = "receipt"
+    request_id: str
+    model: str
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    price: float = Field(ge=0)
+    server: str
+    server_key: str
+    origin: str
+    origin_key: str = ""
+    ts_ms: int
+    server_sig: str = ""
+    origin_sig: str = ""
+
+    @property
+    def id(self) -> str:
+        """The record's identity: one receipt per request and server."""
+        return f"r:{self.request_id}:{self.server}"
+
+    @property
+    def amount(self) -> float:
+        """Credits that move from origin to server."""
+        return round(self.price * (self.prompt_tokens + self.completion_tokens), 6)
+
+    def body(self) -> bytes:
+        """Canonical bytes both parties sign (everything but the signatures)."""
+        return json.dumps(
+            self.model_dump(exclude={"server_sig", "origin_sig", "origin_key"}),
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+
+    def countersigned_body(self) -> bytes:
+        """What the origin signs: the server's body, the server's signature, and its own key."""
+        return self.body() + b"|" + self.server_sig.encode() + b"|" + self.origin_key.encode()
+
+    def signed_by_server(self, server: Identity) -> Receipt:
+        """The server's half."""
+        return self.model_copy(update={"server_sig": server.sign(self.body())})
+
+    def countersigned_by(self, origin: Identity) -> Receipt:
+        """The origin's half, over the server's half."""
+        with_key = self.model_copy(update={"origin_key": origin.public_key})
+        return with_key.model_copy(update={"origin_sig": origin.sign(with_key.countersigned_body())})
+
+    def signatures_valid(self) -> bool:
+        """Both signatures check against the keys in the record."""
+        return (
+            bool(self.server_sig and self.origin_sig)
+            and verify(self.server_key, self.body(), self.server_sig)
+            and verify(self.origin_key, self.countersigned_body(), self.origin_sig)
+        )
+
+
+class Stake(BaseModel):
+    """`provider` locks `amount` of its balance (the latest stake record of a provider counts)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["stake"] = "stake"
+    provider: str
+    key: str
+    amount: float = Field(ge=0)
+    ts_ms: int
+    sig: str = ""
+
+    @property
+    def id(self) -> str:
+        """One record per provider and time."""
+        return f"s:{self.provider}:{self.ts_ms}"
+
+    def body(self) -> bytes:
+        """Canonical bytes the owner signs."""
+        return json.dumps(self.model_dump(exclude={"sig"}), sort_keys=True, separators=(",", ":")).encode()
+
+    def signed(self, owner: Identity) -> Stake:
+        """Signed by its owner."""
+        return self.model_copy(update={"sig": owner.sign(self.body())})
+
+    def signatures_valid(self) -> bool:
+        """The owner's signature checks."""
+        return bool(self.sig) and verify(self.key, self.body(), self.sig)
+
+
+Record = Receipt | Stake
+
+
+def parse_record(obj: object) -> Record:
+    """A record from its JSON form (raises ValueError)."""
+    if not isinstance(obj, dict):
+        raise ValueError("a ledger record is an object")
+    if obj.get("kind") == "stake":
+        return Stake.model_validate(obj)
+    return Receipt.model_validate(obj)
