@@ -43,7 +43,7 @@ async def test_micro_ping_info_stats_follow_the_schema(net: LocalNetwork) -> Non
         info = json.loads((await nc.request(f"$SRV.INFO.wwwserve.{ids['p1']}", b"", timeout=2)).data)
         assert info["type"] == "io.nats.micro.v1.info_response"
         subjects = {e["subject"] for e in info["endpoints"]}
-        assert subjects == {f"llm.direct.p1.{MODEL}", "llm.status.p1"}
+        assert subjects == {f"llm.direct.p1.{MODEL}", "llm.status.p1", "llm.ledger.view.p1"}
         stats = json.loads((await nc.request(f"$SRV.STATS.wwwserve.{ids['p1']}", b"", timeout=2)).data)
         assert stats["type"] == "io.nats.micro.v1.stats_response"
         assert all("num_requests" in e and "served" in e["data"] for e in stats["endpoints"])

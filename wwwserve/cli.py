@@ -335,3 +335,47 @@ def top(
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())
+
+
+@app.command()
+def ledger(
+    provider: Annotated[str, typer.Option(help="whose view of the ledger to show")],
+    nats_url: Annotated[
+        str, typer.Option(help="NATS server(s) of the network, comma-separated")
+    ] = "nats://127.0.0.1:4222",
+    json_out: Annotated[bool, typer.Option("--json", help="print the view as JSON")] = False,
+) -> None:
+    """A provider's view of the credit ledger: balances, stakes, reputation, receipt count."""
+    import nats as nats_client
+    from rich.console import Console
+    from rich.table import Table
+
+    from wwwserve.agent.credits import view_subject
+
+    async def go() -> dict[str, Any]:
+        nc = await nats_client.connect(servers=[u.strip() for u in nats_url.split(",")])
+        try:
+            msg = await nc.request(view_subject(provider), b"", timeout=5)
+        finally:
+            await nc.close()
+        if msg.headers and msg.headers.get("Status") == "503":
+            raise LookupError(f"provider {provider!r} does not answer (no responders)")
+        result: dict[str, Any] = json.loads(msg.data)
+        return result
+
+    try:
+        view = asyncio.run(go())
+    except (LookupError, Exception) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if json_out:
+        typer.echo(json.dumps(view))
+        return
+    t = Table(title=f"ledger as {provider} sees it ({view['receipts']} receipts)")
+    for col in ("provider", "balance", "stake", "reputation"):
+        t.add_column(col)
+    for name, bal in view["balances"].items():
+        t.add_row(
+            name, f"{bal:.2f}", f"{view['stakes'].get(name, 0):.2f}", str(view["reputation"].get(name, ""))
+        )
+    Console().print(t)

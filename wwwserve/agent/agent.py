@@ -19,6 +19,7 @@ from nats.micro.service import Service
 
 from wwwserve import PROTOCOL_VERSION
 from wwwserve.agent.admission import Slots
+from wwwserve.agent.credits import Credits
 from wwwserve.agent.dispatch import Dispatcher
 from wwwserve.agent.metrics import AgentMetrics
 from wwwserve.agent.peers import PeerTable
@@ -79,6 +80,7 @@ class Agent:
         self._dispatcher: Dispatcher | None = None
         self._service: Service | None = None
         self.metrics = AgentMetrics(self)
+        self.credits = Credits(self)
         self._unhealthy_until = 0.0
         self._was_healthy = True
 
@@ -115,7 +117,9 @@ class Agent:
             if self.settings.metrics_port:
                 self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
             await self._subscribe()
+            await self.credits.subscribe()
             heartbeat = asyncio.create_task(self._heartbeat_loop())
+            ledger_sync = asyncio.create_task(self.credits.run())
             self._ready.set()
             self.log.info("agent.ready", models=list(self.models.values()), engine=self.engine.kind)
             await self._stop.wait()
@@ -124,14 +128,18 @@ class Agent:
             if self._service is not None:
                 with contextlib.suppress(Exception):
                     await self._service.stop()
+            ledger_sync.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            with contextlib.suppress(asyncio.CancelledError):
+                await ledger_sync
             await self._publish_heartbeat(goodbye=True)
             with contextlib.suppress(Exception):
                 await self.nc.flush(timeout=2)
             await self.nc.close()  # our own drain above already finished the work
         finally:
             self.metrics.close()
+            self.credits.close()
             await self.engine.close()
             self.log.info("agent.stopped", served=self.stats.served, forwarded=self.stats.forwarded)
 
@@ -276,7 +284,8 @@ class Agent:
         if withdrawn and self.engine_healthy() and not self._someone_else_accepts():
             self._set_accepting(True)  # we withdrew, but now nobody else takes new requests: come back
         if is_new:
-            self._changed.set()  # introduce ourselves to a newcomer at once, not at the next tick
+            self._changed.set()
+            self.credits.peer_appeared()  # introduce ourselves to a newcomer at once, not at the next tick
 
     # ---- heartbeats ------------------------------------------------------------------------------
 
@@ -301,6 +310,8 @@ class Agent:
             prefill_tps=round(load.prefill_tps or s.prefill_tps.value, 1),
             price=self.settings.price,
             network_share=self.settings.network_share,
+            stake=self.credits.ledger.view.stakes.get(self.name, 0.0),
+            pubkey=self.credits.identity.public_key,
             version=PROTOCOL_VERSION,
             seq=self._beat_seq,
             ts_ms=now_ms(),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 from nats.aio.msg import Msg
 
-from wwwserve.agent.relay import relay
+from wwwserve.agent.relay import RECEIPT_HEADER, relay
 from wwwserve.agent.replies import ReplyWriter
 from wwwserve.engines.base import Delta
 from wwwserve.errors import (
@@ -19,6 +19,7 @@ from wwwserve.errors import (
     BadRequest,
     DeadlineExceeded,
     InternalError,
+    Overloaded,
     UnknownModel,
     WWWServeError,
     error_from_wire,
@@ -210,7 +211,7 @@ class Dispatcher:
                     latency_ms=b.latency_ms,
                     network_share=b.network_share,
                     price=b.price,
-                    stake=b.stake,
+                    stake=self.agent.credits.ledger.view.stakes.get(b.name, 0.0),
                     age_s=p.age_s(),
                     sent_since_beat=p.sent_since_beat,
                     accepting=b.accepting,
@@ -229,6 +230,12 @@ class Dispatcher:
         direct: bool,
     ) -> None:
         agent = self.agent
+        if routing.hops > 0 and routing.origin and not agent.settings.serve_without_credit:
+            cost = agent.settings.price * (estimate_prompt_tokens(req) + req.max_tokens)
+            if agent.credits.ledger.view.spendable(routing.origin) < cost:
+                raise Overloaded(
+                    f"{agent.name} serves peers with credit only; {routing.origin} lacks {cost:.2f}"
+                )
         tried: set[str] = {routing.origin} if routing.hops > 0 else set()  # never bounce back
         while True:
             info = self._request_info(req, model, routing)
@@ -284,6 +291,10 @@ class Dispatcher:
                 usage.completion_tokens,
             )
         agent.metrics.served(first - received, done - received, usage.completion_tokens)
+        if routing.hops > 0 and routing.origin and routing.origin != agent.name:
+            writer.extra_final_headers[RECEIPT_HEADER] = agent.credits.server_half(
+                routing.request_id, model, usage.prompt_tokens, usage.completion_tokens, routing.origin
+            )
         await writer.final(
             Reply.model_construct(
                 request_id=routing.request_id,
@@ -314,6 +325,7 @@ class Dispatcher:
             writer,
             alive=agent.peers.is_alive,
             origin=agent.name,
+            settle=agent.credits.settle,
         )
         if not ok:
             agent.peers.remove(peer)  # it failed us; its next heartbeat brings it back

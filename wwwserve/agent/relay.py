@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import nats.errors
 import structlog
@@ -20,6 +20,8 @@ from wwwserve.protocol import subjects
 from wwwserve.protocol.headers import Routing
 
 log = structlog.get_logger(__name__)
+
+RECEIPT_HEADER = "Wwwserve-Receipt"  # the server's signed half of a receipt, on a final message
 
 ACK_TIMEOUT_S = 2.0  # a provider we forward to must acknowledge within this (or the deadline)
 LIVENESS_SLICE_S = 0.5  # how often a relay checks that its provider is still alive
@@ -35,6 +37,7 @@ async def relay(
     writer: ReplyWriter,
     alive: Callable[[str], bool],
     origin: str,
+    settle: Callable[[str, str, str | None], Awaitable[None]] | None = None,
 ) -> bool:
     """Forward to `peer` and pass its reply on; False when the peer never took it (try elsewhere).
 
@@ -74,8 +77,11 @@ async def relay(
             if mh.get(h.ERROR) == Overloaded.code and not writer.delivered:
                 bound.info("forward.peer_overloaded")
                 return False
+            receipt = mh.pop(RECEIPT_HEADER, None)  # ours to countersign, not the user's business
             await writer.relay(m.data, mh)
             if writer.done:
+                if settle is not None and mh.get(h.STATUS, "200") == "200":
+                    await settle(peer, routing.request_id, receipt)
                 return True
     except asyncio.CancelledError:
         # our requester cancelled (or we shut down): the peer should stop working too

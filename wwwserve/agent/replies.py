@@ -30,6 +30,7 @@ class ReplyWriter:
         self.done = False
         self.delivered = False  # a content message (chunk or answer) reached the inbox
         self.on_final: Callable[[bytes, dict[str, str]], None] | None = None  # sees the last message
+        self.extra_final_headers: dict[str, str] = {}  # e.g. the server's half of a receipt
 
     def _headers(self, status: int = 200, final: bool = False) -> dict[str, str]:
         return {
@@ -66,7 +67,8 @@ class ReplyWriter:
             log.warning("reply.no_inbox", request_id=self.request_id)
             return
         reply.seq = self.seq
-        data, hdrs = encode(reply.model_dump(), self.codec), self._headers(final=True)
+        data = encode(reply.model_dump(), self.codec)
+        hdrs = {**self._headers(final=True), **self.extra_final_headers}
         await self.nc.publish(self.inbox, data, headers=hdrs)
         self.delivered = True
         if self.on_final is not None:

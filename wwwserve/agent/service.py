@@ -1,7 +1,8 @@
 """The agent as a NATS micro service: `nats micro ls/info/stats` see every provider.
 
 Service name `wwwserve`; one endpoint per model on the provider's direct subject
-(`llm.direct.<provider>.<model>`), and `status` on `llm.status.<provider>` (the latest heartbeat).
+(`llm.direct.<provider>.<model>`), `status` on `llm.status.<provider>` (the latest heartbeat), and
+`ledger` on `llm.ledger.view.<provider>` (its view of the credit ledger).
 The `llm.request.<model>` queue-group subscriptions stay outside the service: the agent joins and
 leaves them with its load, which micro endpoints cannot do.
 """
@@ -19,6 +20,7 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service
 
 from wwwserve import __version__
+from wwwserve.agent.credits import view_subject
 from wwwserve.protocol import subjects
 
 if TYPE_CHECKING:
@@ -78,4 +80,11 @@ async def register_service(agent: Agent, on_direct: Callable[[Msg], Awaitable[No
         )
 
     await svc.add_endpoint(name="status", subject=status_subject(agent.name), handler=status)
+
+    async def ledger(req: Request) -> None:
+        await req.respond(
+            json.dumps(agent.credits.view()).encode(), headers={"Content-Type": "application/json"}
+        )
+
+    await svc.add_endpoint(name="ledger", subject=view_subject(agent.name), handler=ledger)
     return svc

@@ -113,6 +113,7 @@ class Heartbeat(BaseModel):
     price: float = 0.0
     stake: float = 0.0
     network_share: float = 1.0
+    pubkey: str = ""
     version: str = "1"
     seq: int = 0
     ts_ms: int = 0
