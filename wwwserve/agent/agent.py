@@ -21,6 +21,7 @@ from wwwserve import PROTOCOL_VERSION
 from wwwserve.agent.admission import Slots
 from wwwserve.agent.credits import Credits
 from wwwserve.agent.dispatch import Dispatcher
+from wwwserve.agent.duels import Duels
 from wwwserve.agent.metrics import AgentMetrics
 from wwwserve.agent.peers import PeerTable
 from wwwserve.agent.requests import RequestRegistry
@@ -81,6 +82,7 @@ class Agent:
         self._service: Service | None = None
         self.metrics = AgentMetrics(self)
         self.credits = Credits(self)
+        self.duels = Duels(self)
         self._unhealthy_until = 0.0
         self._was_healthy = True
 
@@ -118,6 +120,7 @@ class Agent:
                 self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
             await self._subscribe()
             await self.credits.subscribe()
+            await self.duels.subscribe()
             heartbeat = asyncio.create_task(self._heartbeat_loop())
             ledger_sync = asyncio.create_task(self.credits.run())
             self._ready.set()

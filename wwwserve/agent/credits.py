@@ -90,10 +90,11 @@ class Credits:
     async def subscribe(self) -> None:
         """Hear receipts and answer syncs (views are a micro endpoint: agent/service.py)."""
         nc = self.agent.nc
-        await nc.subscribe(subjects.LEDGER_RECEIPT, cb=self._on_record)
+        await nc.subscribe(subjects.LEDGER_RECEIPT, cb=self.on_record)
         await nc.subscribe(f"{subjects.LEDGER_SYNC_PREFIX}.{self.agent.name}", cb=self._on_sync)
 
-    async def _on_record(self, msg: Msg) -> None:
+    async def on_record(self, msg: Msg) -> None:
+        """Keep a record (receipt, stake, verdict) published by another agent."""
         try:
             record = parse_record(json.loads(msg.data))
         except (ValueError, ValidationError):
@@ -118,7 +119,7 @@ class Credits:
             "provider": self.agent.name,
             "balances": dict(sorted(v.balances.items())),
             "stakes": dict(sorted(v.stakes.items())),
-            "reputation": {},
+            "reputation": dict(sorted(v.reputation.items())),
             "receipts": sum(1 for rid in v.valid if rid.startswith("r:")),
             "invalid": len(v.invalid),
             "keys": dict(sorted(v.keys.items())),

@@ -24,6 +24,8 @@ from wwwserve.errors import (
     WWWServeError,
     error_from_wire,
 )
+from wwwserve.ledger.book import reputation_factor
+from wwwserve.ledger.records import ELO_START
 from wwwserve.policies.base import Accept, Forward, OwnState, PeerState, Reject, RequestInfo
 from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
@@ -106,6 +108,8 @@ class Dispatcher:
             try:
                 async with asyncio.timeout(routing.remaining_s()):
                     await self._dispatch(msg, req, model, routing, writer, received, direct)
+                if writer.result is not None:
+                    agent.duels.maybe_start(req, model, routing, *writer.result)
             except TimeoutError:
                 raise DeadlineExceeded("deadline reached before the answer was complete") from None
         except WWWServeError as err:
@@ -212,6 +216,9 @@ class Dispatcher:
                     network_share=b.network_share,
                     price=b.price,
                     stake=self.agent.credits.ledger.view.stakes.get(b.name, 0.0),
+                    reputation=reputation_factor(
+                        self.agent.credits.ledger.view.reputation.get(b.name, ELO_START)
+                    ),
                     age_s=p.age_s(),
                     sent_since_beat=p.sent_since_beat,
                     accepting=b.accepting,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import nats.aio.client
@@ -9,7 +10,7 @@ import structlog
 
 from wwwserve.errors import WWWServeError
 from wwwserve.protocol import headers as h
-from wwwserve.protocol.codec import Codec, encode
+from wwwserve.protocol.codec import Codec, decode, encode
 from wwwserve.protocol.messages import ErrorBody, Reply, StreamChunk
 
 log = structlog.get_logger(__name__)
@@ -31,6 +32,7 @@ class ReplyWriter:
         self.delivered = False  # a content message (chunk or answer) reached the inbox
         self.on_final: Callable[[bytes, dict[str, str]], None] | None = None  # sees the last message
         self.extra_final_headers: dict[str, str] = {}  # e.g. the server's half of a receipt
+        self.result: tuple[str, str] | None = None  # (provider, text) of a complete answer, once sent
 
     def _headers(self, status: int = 200, final: bool = False) -> dict[str, str]:
         return {
@@ -71,6 +73,7 @@ class ReplyWriter:
         hdrs = {**self._headers(final=True), **self.extra_final_headers}
         await self.nc.publish(self.inbox, data, headers=hdrs)
         self.delivered = True
+        self.result = (reply.provider, reply.text)
         if self.on_final is not None:
             self.on_final(data, hdrs)
 
@@ -101,5 +104,9 @@ class ReplyWriter:
         if hdrs.get(h.STATUS, "200") == "200":
             self.delivered = True
         self.done = final
-        if final and hdrs.get(h.STATUS, "200") == "200" and self.on_final is not None:
-            self.on_final(data, hdrs)
+        if final and hdrs.get(h.STATUS, "200") == "200":
+            with contextlib.suppress(Exception):
+                body = decode(data, self.codec)
+                self.result = (str(body["provider"]), str(body["text"]))
+            if self.on_final is not None:
+                self.on_final(data, hdrs)

@@ -62,6 +62,9 @@ class ProviderSettings(WWWServeSettings):
     price: float = Field(0.0, ge=0, description="price per token asked from peers")
     withdraw_high: float = Field(1.0, gt=0, description="leave the queue group at this load (x capacity)")
     withdraw_low: float = Field(0.75, gt=0, description="rejoin the queue group below this load")
+    duel_rate: float = Field(
+        0.0, ge=0, le=1, description="share of own users' requests also served by a 2nd provider and judged"
+    )
     stake: float = Field(0.0, ge=0, description="credits to lock as stake (peers prefer staked providers)")
     serve_without_credit: bool = Field(True, description="serve peers' requests even when they lack credit")
     ledger_sync_s: float = Field(10.0, gt=0, description="seconds between ledger anti-entropy rounds")

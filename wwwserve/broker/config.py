@@ -41,8 +41,16 @@ def provider_permissions(name: str) -> dict[str, Any]:
 
 
 CLIENT_PERMISSIONS: dict[str, Any] = {
-    "publish": {"allow": ["llm.request.>", "llm.direct.>", "llm.cancel.>", "llm.status.>", "llm.ledger.view.>",
-                          "_INBOX.>"]},
+    "publish": {
+        "allow": [
+            "llm.request.>",
+            "llm.direct.>",
+            "llm.cancel.>",
+            "llm.status.>",
+            "llm.ledger.view.>",
+            "_INBOX.>",
+        ]
+    },
     "subscribe": {"allow": ["_INBOX.>", "llm.heartbeat.>", "llm.status.>"]},
 }
 

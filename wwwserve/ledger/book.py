@@ -16,7 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from wwwserve.ledger.records import INITIAL_GRANT, Receipt, Record, Stake
+from wwwserve.ledger.records import (
+    DUEL_PENALTY,
+    ELO_K,
+    ELO_START,
+    INITIAL_GRANT,
+    Receipt,
+    Record,
+    Stake,
+    Verdict,
+)
 
 
 @dataclass
@@ -26,6 +35,7 @@ class LedgerView:
     balances: dict[str, float] = field(default_factory=dict)
     stakes: dict[str, float] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
+    reputation: dict[str, float] = field(default_factory=dict)  # Elo from duel verdicts
     valid: list[str] = field(default_factory=list)
     invalid: dict[str, str] = field(default_factory=dict)  # record id -> why
 
@@ -37,6 +47,8 @@ class LedgerView:
 def _parties(r: Record) -> list[tuple[str, str]]:
     if isinstance(r, Receipt):
         return [(r.server, r.server_key), (r.origin, r.origin_key)]
+    if isinstance(r, Verdict):
+        return [(r.judge, r.judge_key)]
     return [(r.provider, r.key)]
 
 
@@ -65,6 +77,11 @@ def compute(records: Iterable[Record]) -> LedgerView:
                 continue
             view.balances[r.origin] = round(view.balances[r.origin] - r.amount, 6)
             view.balances[r.server] = round(view.balances[r.server] + r.amount, 6)
+        elif isinstance(r, Verdict):
+            if r.judge in (r.a, r.b) or r.a == r.b:
+                view.invalid[r.id] = "a judge cannot judge its own duel"
+                continue
+            _apply_verdict(view, r)
         elif isinstance(r, Stake):
             if r.amount > view.balances[r.provider] + 1e-9:
                 view.invalid[r.id] = "stake exceeds balance"
@@ -72,3 +89,28 @@ def compute(records: Iterable[Record]) -> LedgerView:
             view.stakes[r.provider] = r.amount
         view.valid.append(r.id)
     return view
+
+
+def reputation_factor(elo: float) -> float:
+    """Routing weight from Elo: 1.0 at the start rating, towards 0 below, towards 2 above."""
+    return 2.0 / (1.0 + 10 ** ((ELO_START - elo) / 400.0))
+
+
+def _apply_verdict(view: LedgerView, v: Verdict) -> None:
+    """Elo update for both duelists; the loser pays the winner a stake penalty."""
+    ra, rb = view.reputation.get(v.a, ELO_START), view.reputation.get(v.b, ELO_START)
+    expected_a = 1.0 / (1.0 + 10 ** ((rb - ra) / 400.0))
+    score = {"a": 1.0, "b": 0.0, "tie": 0.5}[v.winner]
+    view.reputation[v.a] = round(ra + ELO_K * (score - expected_a), 3)
+    view.reputation[v.b] = round(rb - ELO_K * (score - expected_a), 3)
+    if v.winner == "tie":
+        return
+    winner, loser = (v.a, v.b) if v.winner == "a" else (v.b, v.a)
+    if loser not in view.balances or winner not in view.balances:
+        return  # a duelist without an identity in the ledger has no stake to lose
+    penalty = min(DUEL_PENALTY, view.stakes.get(loser, 0.0))
+    if penalty <= 0:
+        return
+    view.stakes[loser] = round(view.stakes[loser] - penalty, 6)
+    view.balances[loser] = round(view.balances[loser] - penalty, 6)
+    view.balances[winner] = round(view.balances[winner] + penalty, 6)

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from wwwserve.ledger.identity import Identity, verify
 
 INITIAL_GRANT = 1000.0
+ELO_START = 1500.0
+ELO_K = 32.0
+DUEL_PENALTY = 20.0  # credits of stake the loser of a duel pays the winner (at most its stake)
 
 
 class Receipt(BaseModel):
@@ -101,7 +104,45 @@ class Stake(BaseModel):
         return bool(self.sig) and verify(self.key, self.body(), self.sig)
 
 
-Record = Receipt | Stake
+class Verdict(BaseModel):
+    """Judge J compared the answers of providers `a` and `b` to the same request (duel-and-judge)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["verdict"] = "verdict"
+    duel_id: str
+    request_id: str
+    model: str
+    a: str
+    b: str
+    winner: Literal["a", "b", "tie"]
+    score_a: float
+    score_b: float
+    method: Literal["replay", "llm"]
+    judge: str
+    judge_key: str
+    ts_ms: int
+    sig: str = ""
+
+    @property
+    def id(self) -> str:
+        """One verdict per duel."""
+        return f"v:{self.duel_id}"
+
+    def body(self) -> bytes:
+        """Canonical bytes the judge signs."""
+        return json.dumps(self.model_dump(exclude={"sig"}), sort_keys=True, separators=(",", ":")).encode()
+
+    def signed(self, judge: Identity) -> Verdict:
+        """Signed by the judge."""
+        return self.model_copy(update={"sig": judge.sign(self.body())})
+
+    def signatures_valid(self) -> bool:
+        """The judge's signature checks."""
+        return bool(self.sig) and verify(self.judge_key, self.body(), self.sig)
+
+
+Record = Receipt | Stake | Verdict
 
 
 def parse_record(obj: object) -> Record:
@@ -110,4 +151,6 @@ def parse_record(obj: object) -> Record:
         raise ValueError("a ledger record is an object")
     if obj.get("kind") == "stake":
         return Stake.model_validate(obj)
+    if obj.get("kind") == "verdict":
+        return Verdict.model_validate(obj)
     return Receipt.model_validate(obj)
