@@ -266,10 +266,18 @@ def bench(
         bool,
         typer.Option("--gateway", help="measure concurrent OpenAI streams through the gateway vs direct"),
     ] = False,
+    duels: Annotated[bool, typer.Option("--duels", help="measure duels needed to catch a cheater")] = False,
+    corrupt: Annotated[float, typer.Option(help="--duels: the cheater's share of garbage answers")] = 0.1,
     concurrency: Annotated[int, typer.Option(help="--gateway: streams in flight")] = 64,
     requests: Annotated[int, typer.Option(help="--gateway: requests per path")] = 640,
 ) -> None:
     """Benchmark: the same trace through isolated providers, wwwserve dispatch and a central scheduler."""
+    if duels:
+        from wwwserve.bench.duels import run_duels
+
+        res = asyncio.run(run_duels(corrupt=corrupt, requests=requests))
+        typer.echo(json.dumps(res) if json_out else json.dumps(res, indent=2))
+        return
     if overhead or gateway_load:
         from wwwserve.bench.gateway_load import run_gateway_load
         from wwwserve.bench.overhead import run_overhead

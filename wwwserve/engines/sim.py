@@ -100,7 +100,10 @@ class SimEngine:
         prompt_tokens = len(text.split())
         digest = hashlib.sha256(f"{model}\0{text}\0{request.seed}".encode()).digest()
         rng = _SplitMix(int.from_bytes(digest[:8], "little"))
-        corrupt = self.options.corrupt > 0 and rng.random() < self.options.corrupt
+        # a separate draw, so a cheater's honest answers are word for word an honest engine's
+        corrupt = self.options.corrupt > 0 and _SplitMix(int.from_bytes(digest[8:16], "little")).random() < (
+            self.options.corrupt
+        )
         stops = request.stop_list()
         self._running += 1
         try:
