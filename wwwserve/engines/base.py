@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from wwwserve.protocol.messages import CompletionRequest
+
+_Opts = TypeVar("_Opts")
 
 
 @dataclass(frozen=True)
@@ -62,3 +65,21 @@ def apply_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     """Cut `text` at the first stop sequence; tell whether one was found."""
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def parse_options(cls: type[_Opts], opts: dict[str, str], kind: str) -> _Opts:
+    """Engine options from `--engine-opt key=value` strings into `cls` (a dataclass with defaults).
+
+    Unknown keys are an error (a typo must not pass silently); values take the field's default's type.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(opts) - known
+    if unknown:
+        raise ValueError(f"unknown {kind} engine option(s) {sorted(unknown)}; known: {sorted(known)}")
+    out = cls()
+    for key, value in opts.items():
+        try:
+            setattr(out, key, type(getattr(out, key))(value))
+        except ValueError as exc:
+            raise ValueError(f"{kind} engine option {key}={value!r}: {exc}") from None
+    return out

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from wwwserve.engines.base import Delta, EngineLoad
+from wwwserve.engines.base import Delta, EngineLoad, parse_options
 from wwwserve.errors import BackendError
 from wwwserve.protocol.messages import CompletionRequest
 
@@ -52,14 +52,8 @@ class EmbeddedOptions:
 
     @classmethod
     def from_opts(cls, opts: dict[str, str]) -> EmbeddedOptions:
-        """Parse string options, refusing unknown keys."""
-        known = cls.__dataclass_fields__
-        unknown = set(opts) - set(known)
-        if unknown:
-            raise ValueError(f"unknown embedded engine option(s) {sorted(unknown)}; known: {sorted(known)}")
-        out = cls()
-        for k, v in opts.items():
-            setattr(out, k, type(getattr(out, k))(v))
+        """Parse `--engine-opt` strings, refusing unknown keys."""
+        out = parse_options(cls, opts, "embedded")
         return out
 
 

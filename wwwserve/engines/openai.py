@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 import structlog
 
-from wwwserve.engines.base import Delta, EngineLoad
+from wwwserve.engines.base import Delta, EngineLoad, parse_options
 from wwwserve.errors import BackendError
 from wwwserve.protocol.messages import CompletionRequest
 
@@ -38,14 +38,8 @@ class OpenAIOptions:
 
     @classmethod
     def from_opts(cls, opts: dict[str, str]) -> OpenAIOptions:
-        """Parse string options, refusing unknown keys."""
-        known = cls.__dataclass_fields__
-        unknown = set(opts) - set(known)
-        if unknown:
-            raise ValueError(f"unknown openai engine option(s) {sorted(unknown)}; known: {sorted(known)}")
-        out = cls()
-        for k, v in opts.items():
-            setattr(out, k, type(getattr(out, k))(v))
+        """Parse `--engine-opt` strings, refusing unknown keys."""
+        out = parse_options(cls, opts, "openai")
         return out
 
 

@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from wwwserve.engines.base import Delta, EngineLoad, apply_stop, prompt_text
+from wwwserve.engines.base import Delta, EngineLoad, apply_stop, parse_options, prompt_text
 from wwwserve.protocol.messages import CompletionRequest
 
 _WORDS = (
@@ -59,15 +59,11 @@ class SimOptions:
 
     @classmethod
     def from_opts(cls, opts: dict[str, str]) -> SimOptions:
-        """Parse string options, refusing unknown keys so typos do not pass silently."""
-        known = cls.__dataclass_fields__
-        unknown = set(opts) - set(known)
-        if unknown:
-            raise ValueError(f"unknown sim engine option(s) {sorted(unknown)}; known: {sorted(known)}")
-        values = {k: float(v) for k, v in opts.items()}
-        if any(v < 0 for v in values.values()):
+        """Parse `--engine-opt` strings, refusing unknown keys."""
+        out = parse_options(cls, opts, "sim")
+        if any(getattr(out, f) < 0 for f in cls.__dataclass_fields__):
             raise ValueError("sim engine options must be >= 0")
-        return cls(**values)
+        return out
 
 
 class SimEngine:
