@@ -77,7 +77,7 @@ class Agent:
         self._membership_lock = asyncio.Lock()
         self._draining = False
         self._beat_seq = 0
-        self._rng = random.Random()
+        self.rng = random.Random()
         self._dispatcher: Dispatcher | None = None
         self._service: Service | None = None
         self.metrics = AgentMetrics(self)
@@ -186,7 +186,7 @@ class Agent:
         if accepting != self._accepting:
             self._accepting = accepting
             self._changed.set()
-            self._spawn(self._sync_membership())
+            self.spawn(self._sync_membership())
 
     async def _drain(self) -> None:
         self._draining = True
@@ -250,7 +250,8 @@ class Agent:
 
     # ---- messages --------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` as a task the agent tracks: drain waits for it, shutdown cancels it."""
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -259,7 +260,7 @@ class Agent:
         async def on_msg(msg: Msg) -> None:
             assert self._dispatcher is not None
             tok = msg.subject.rsplit(".", 1)[-1]
-            self._spawn(self._dispatcher.handle(msg, tok, direct))
+            self.spawn(self._dispatcher.handle(msg, tok, direct))
 
         return on_msg
 

@@ -246,7 +246,7 @@ class Dispatcher:
         tried: set[str] = {routing.origin} if routing.hops > 0 else set()  # never bounce back
         while True:
             info = self._request_info(req, model, routing)
-            decision = agent.policy.decide(info, self.own_state(), self.peer_states(model, tried), agent._rng)
+            decision = agent.policy.decide(info, self.own_state(), self.peer_states(model, tried), agent.rng)
             if isinstance(decision, Accept):
                 await self._serve(req, model, routing, writer, received)
                 return

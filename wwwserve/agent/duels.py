@@ -61,9 +61,9 @@ class Duels:
     ) -> None:
         """Called after a user's request was answered: start a duel with probability duel_rate."""
         a = self.agent
-        if routing.hops > 0 or a.settings.duel_rate <= 0 or a._rng.random() >= a.settings.duel_rate:
+        if routing.hops > 0 or a.settings.duel_rate <= 0 or a.rng.random() >= a.settings.duel_rate:
             return
-        a._spawn(self._duel(req, model, routing.request_id, served_by, text))
+        a.spawn(self._duel(req, model, routing.request_id, served_by, text))
 
     def _weighted_pick(self, names: list[str]) -> str | None:
         if not names:
@@ -74,7 +74,7 @@ class Duels:
             * reputation_factor(view.reputation.get(n, ELO_START))
             for n in names
         ]
-        return self.agent._rng.choices(names, weights=[max(w, 1e-6) for w in weights], k=1)[0]
+        return self.agent.rng.choices(names, weights=[max(w, 1e-6) for w in weights], k=1)[0]
 
     async def _ask(
         self, subject: str, payload: bytes, headers: dict[str, str]
@@ -144,7 +144,7 @@ class Duels:
         log.info("duel.verdict", provider=agent.name, a=a, b=b, judge=j, winner=verdict.winner)
 
     async def _on_judge(self, msg: Msg) -> None:
-        self.agent._spawn(self._judge(msg))
+        self.agent.spawn(self._judge(msg))
 
     async def _judge(self, msg: Msg) -> None:
         agent = self.agent
