@@ -72,7 +72,9 @@ async def test_forwarded_traffic_moves_credits_and_every_view_agrees(net: LocalN
     )
     assert balances(again) == view
     task = asyncio.create_task(again.run())
-    await again.wait_ready()
+    ready = asyncio.create_task(again.wait_ready())
+    await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    assert ready.done() and not task.done(), task.exception() if task.done() else "agent did not start"
     again.stop()
     await task
     await h3.leaf.stop()

@@ -16,3 +16,17 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for `event` at most `timeout` seconds; True if it was set.
+
+    Unlike `asyncio.timeout` around `event.wait()` with the TimeoutError suppressed, a cancel that
+    lands just as the timeout fires is never swallowed (Python 3.11), so loops built on this stop.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
+    return event.is_set()

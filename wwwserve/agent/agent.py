@@ -35,6 +35,7 @@ from wwwserve.protocol import subjects
 from wwwserve.protocol.headers import REQUEST_ID as REQUEST_ID_HEADER
 from wwwserve.protocol.headers import now_ms
 from wwwserve.protocol.messages import Heartbeat
+from wwwserve.runtime import wait_event
 
 log = structlog.get_logger(__name__)
 
@@ -131,11 +132,12 @@ class Agent:
             if self._service is not None:
                 with contextlib.suppress(Exception):
                     await self._service.stop()
-            ledger_sync.cancel()
+            self.credits.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            with contextlib.suppress(asyncio.CancelledError):
-                await ledger_sync
+            _, late = await asyncio.wait({ledger_sync}, timeout=5.0)
+            for task in late:
+                task.cancel()
             await self._publish_heartbeat(goodbye=True)
             with contextlib.suppress(Exception):
                 await self.nc.flush(timeout=2)
@@ -345,6 +347,4 @@ class Agent:
                 await asyncio.sleep(min_gap - gap)
             await self._publish_heartbeat()
             last = time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):  # not wait_for: 3.11's can swallow a cancel
-                    await self._changed.wait()
+            await wait_event(self._changed, interval)

@@ -24,6 +24,7 @@ from wwwserve.ledger.records import Receipt, Stake, parse_record
 from wwwserve.ledger.store import Ledger
 from wwwserve.protocol import subjects
 from wwwserve.protocol.headers import now_ms
+from wwwserve.runtime import wait_event
 
 if TYPE_CHECKING:
     from wwwserve.agent.agent import Agent
@@ -46,6 +47,12 @@ class Credits:
         self.identity = load_or_create(agent.settings.data_dir, agent.name)
         self.ledger = Ledger(agent.settings.data_dir / "ledger.sqlite")
         self._sync_wanted = asyncio.Event()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """End `run` at its next step (a flag, not a cancel: 3.11 can lose a cancel inside nats-py)."""
+        self._stopping = True
+        self._sync_wanted.set()
 
     # ---- receipts ------------------------------------------------------------------------------
 
@@ -148,11 +155,11 @@ class Credits:
     async def run(self) -> None:
         """Sync with every peer now and then, and publish our stake once we know our balance."""
         staked = False
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.agent.settings.ledger_sync_s):
-                    await self._sync_wanted.wait()
+        while not self._stopping:
+            await wait_event(self._sync_wanted, self.agent.settings.ledger_sync_s)
             self._sync_wanted.clear()
+            if self._stopping:
+                return
             for peer in [p.beat.name for p in self.agent.peers.alive()]:
                 await self.sync_with(peer)
             if not staked:
