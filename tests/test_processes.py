@@ -15,6 +15,7 @@ from tests.conftest import SIM_FAST, spawn
 from wwwserve.broker.process import free_port
 from wwwserve.client import Client
 from wwwserve.errors import BackendError
+from wwwserve.observe import wait_for_providers
 from wwwserve.protocol.messages import StreamChunk
 from wwwserve.topology import LocalNetwork
 
@@ -46,13 +47,7 @@ def start_provider(net: LocalNetwork, name: str, tmp: Path, *opts: str) -> subpr
 
 async def wait_for_provider(url: str, name: str, timeout: float = 30) -> None:
     """Until `name` heartbeats are visible at `url`."""
-    from wwwserve.observe import collect_heartbeats
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if name in {b.name for b in await collect_heartbeats(url, 0.6)}:
-            return
-    raise TimeoutError(f"provider {name} never heartbeated")
+    await wait_for_providers(url, {name}, timeout)
 
 
 def leaf_children(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:

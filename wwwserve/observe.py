@@ -33,6 +33,16 @@ async def collect_heartbeats(nats_url: str, wait_s: float) -> list[Heartbeat]:
     return sorted(seen.values(), key=lambda b: b.name)
 
 
+async def wait_for_providers(nats_url: str, names: set[str], timeout: float = 60.0) -> None:
+    """Return once every provider in `names` heartbeats at `nats_url`; TimeoutError otherwise."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if names <= {b.name for b in await collect_heartbeats(nats_url, 0.5)}:
+            return
+    raise TimeoutError(f"providers {sorted(names)} did not all come up")
+
+
 def peers_table(beats: list[Heartbeat]) -> Table:
     """A rich table of providers, one row each."""
     t = Table(title="wwwserve providers")

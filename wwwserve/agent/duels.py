@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from wwwserve.agent.judging import judge
 from wwwserve.ledger.book import reputation_factor
 from wwwserve.ledger.records import ELO_START, Verdict
+from wwwserve.policies.default import stake_factor
 from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
 from wwwserve.protocol.codec import Codec, decode, encode
@@ -70,8 +71,7 @@ class Duels:
             return None
         view = self.agent.credits.ledger.view
         weights = [
-            (1.0 + 4.0 * view.stakes.get(n, 0.0) / (view.stakes.get(n, 0.0) + 100.0))
-            * reputation_factor(view.reputation.get(n, ELO_START))
+            stake_factor(view.stakes.get(n, 0.0)) * reputation_factor(view.reputation.get(n, ELO_START))
             for n in names
         ]
         return self.agent.rng.choices(names, weights=[max(w, 1e-6) for w in weights], k=1)[0]

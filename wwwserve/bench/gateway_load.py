@@ -17,19 +17,15 @@ from typing import Any
 
 import httpx
 
+from wwwserve.bench.report import percentile
 from wwwserve.bench.runner import _Procs
 from wwwserve.broker.config import HubConfig
 from wwwserve.broker.process import NatsServer, free_port
 from wwwserve.client import Client
-from wwwserve.observe import collect_heartbeats
+from wwwserve.observe import wait_for_providers
 from wwwserve.protocol.messages import Reply
 
 MODEL = "gateway-bench-model"
-
-
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return round(values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))], 1)
 
 
 async def _drive(one: Any, requests: int, concurrency: int) -> tuple[list[float], list[float], int]:
@@ -94,10 +90,8 @@ async def run_gateway_load(
                 ],
             )
         procs.start("gateway", ["gateway", "--nats-url", hub.url, "--port", str(gw_port)])
+        await wait_for_providers(hub.url, {"p0", "p1", "p2"})
         end = time.monotonic() + 60
-        while {"p0", "p1", "p2"} - {b.name for b in await collect_heartbeats(hub.url, 0.5)}:
-            if time.monotonic() > end:
-                raise TimeoutError("providers did not start")
         base = f"http://127.0.0.1:{gw_port}"
         async with httpx.AsyncClient() as h:
             while time.monotonic() < end:
@@ -144,10 +138,10 @@ async def run_gateway_load(
             out[name] = {
                 "errors": errors,
                 "rps": round(requests / (time.perf_counter() - t0), 1),
-                "ttft_p50_ms": _pct(ttft, 50),
-                "ttft_p99_ms": _pct(ttft, 99),
-                "e2e_p50_ms": _pct(e2e, 50),
-                "e2e_p99_ms": _pct(e2e, 99),
+                "ttft_p50_ms": round(percentile(ttft, 50), 1),
+                "ttft_p99_ms": round(percentile(ttft, 99), 1),
+                "e2e_p50_ms": round(percentile(e2e, 50), 1),
+                "e2e_p99_ms": round(percentile(e2e, 99), 1),
             }
         out["added_ttft_p50_ms"] = round(out["gateway"]["ttft_p50_ms"] - out["direct"]["ttft_p50_ms"], 1)
         out["added_ttft_p99_ms"] = round(out["gateway"]["ttft_p99_ms"] - out["direct"]["ttft_p99_ms"], 1)

@@ -25,18 +25,14 @@ import msgpack
 import nats
 from nats.aio.client import Client as NATS
 
+from wwwserve.bench.report import percentile
 from wwwserve.broker.config import HubConfig, LeafConfig
 from wwwserve.broker.process import NatsServer, free_port
-from wwwserve.observe import collect_heartbeats
+from wwwserve.observe import wait_for_providers
 from wwwserve.protocol.subjects import request_subject
 
 MODEL = "overhead-model"
 ECHO_SUBJECT = "bench.echo"
-
-
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
 async def _round_trips(nc: NATS, subject: str, payload: bytes, n: int) -> list[float]:
@@ -116,10 +112,7 @@ async def run_overhead(n: int = 2000, workers: int = 32, seconds: float = 5.0) -
                 env=env,
             )
         )
-        end = time.monotonic() + 30
-        while "agent" not in {b.name for b in await collect_heartbeats(leaf.url, 0.3)}:
-            if time.monotonic() > end:
-                raise TimeoutError("agent did not start")
+        await wait_for_providers(leaf.url, {"agent"}, timeout=30)
         nc = await nats.connect(leaf.url)
         payload = msgpack.packb({"prompt": "hello there", "max_tokens": 1})
         targets = {"echo": ECHO_SUBJECT, "agent": request_subject(MODEL)}
@@ -150,11 +143,14 @@ async def run_overhead(n: int = 2000, workers: int = 32, seconds: float = 5.0) -
     out: dict[str, Any] = {}
     for k in targets:
         out[k] = {
-            "p50_ms": round(_pct(rtt[k], 50), 3),
-            "p99_ms": round(_pct(rtt[k], 99), 3),
+            "p50_ms": round(percentile(rtt[k], 50), 3),
+            "p99_ms": round(percentile(rtt[k], 99), 3),
             "rate_rps": round(rate[k], 1),
         }
-    out["agent_via_hub"] = {"p50_ms": round(_pct(via_hub, 50), 3), "p99_ms": round(_pct(via_hub, 99), 3)}
+    out["agent_via_hub"] = {
+        "p50_ms": round(percentile(via_hub, 50), 3),
+        "p99_ms": round(percentile(via_hub, 99), 3),
+    }
     out["p50_ratio"] = round(out["agent"]["p50_ms"] / out["echo"]["p50_ms"], 2)
     out["rate_ratio"] = round(out["agent"]["rate_rps"] / out["echo"]["rate_rps"], 2)
     out["round_trips"], out["workers"], out["seconds"] = n, workers, seconds

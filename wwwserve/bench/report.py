@@ -15,7 +15,8 @@ from wwwserve.bench.runner import Record
 from wwwserve.bench.scenario import Workload
 
 
-def _pct(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of `values`; NaN for none."""
     if not values:
         return float("nan")
     values = sorted(values)
@@ -47,10 +48,10 @@ def summarize(records: list[Record], w: Workload) -> dict[str, Any]:
         "requests": n,
         "slo_attainment": round(sum(meets_slo(r, w) for r in records) / n, 4) if n else 0.0,
         "mean_latency_ms": round(statistics.fmean(lat), 1) if lat else None,
-        "p50_latency_ms": round(_pct(lat, 50), 1) if lat else None,
-        "p99_latency_ms": round(_pct(lat, 99), 1) if lat else None,
+        "p50_latency_ms": round(percentile(lat, 50), 1) if lat else None,
+        "p99_latency_ms": round(percentile(lat, 99), 1) if lat else None,
         "mean_ttft_ms": round(statistics.fmean(ttft), 1) if ttft else None,
-        "p99_ttft_ms": round(_pct(ttft, 99), 1) if ttft else None,
+        "p99_ttft_ms": round(percentile(ttft, 99), 1) if ttft else None,
         "served_by_provider": dict(sorted(Counter(r.provider for r in ok).items())),
         "forwarded_share": round(sum(r.provider != r.origin for r in ok) / len(ok), 4) if ok else 0.0,
         "failed": n - len(ok),

@@ -21,7 +21,7 @@ from wwwserve.broker.config import HubConfig
 from wwwserve.broker.process import NatsServer, free_port
 from wwwserve.client import Client
 from wwwserve.errors import WWWServeError
-from wwwserve.observe import collect_heartbeats
+from wwwserve.observe import wait_for_providers
 from wwwserve.protocol.messages import Reply
 
 POLICY_FLAGS = {"isolated": "isolated", "wwwserve": "default", "centralized": "centralized"}
@@ -106,14 +106,6 @@ def _provider_args(p: ProviderSpec, policy: str, leafnode_port: int, port: int, 
     return args
 
 
-async def _wait_for(url: str, names: set[str], timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if names <= {b.name for b in await collect_heartbeats(url, 0.5)}:
-            return
-    raise TimeoutError(f"providers {sorted(names)} did not all come up")
-
-
 async def run_policy(
     scenario: Scenario, policy: str, arrivals: list[Arrival], progress: Callable[[], None] | None = None
 ) -> list[Record]:
@@ -138,7 +130,7 @@ async def run_policy(
             procs.start(p.name, _provider_args(p, policy, leaf_port, ports[p.name], workdir))
         if policy == "centralized":
             procs.start("scheduler", ["scheduler", "--nats-url", hub.url])
-        await _wait_for(hub.url, {p.name for p in first})
+        await wait_for_providers(hub.url, {p.name for p in first})
         await asyncio.sleep(1.5)  # every agent (and the scheduler) has heard every heartbeat
         hub_client = await Client(hub.url, timeout=w.timeout_s).connect()
         for p in first:
@@ -157,7 +149,7 @@ async def run_policy(
             if p.join_at_s > 0:
                 await asyncio.sleep(max(0.0, t0 + p.join_at_s / w.time_scale - time.monotonic()))
                 procs.start(p.name, _provider_args(p, policy, leaf_port, ports[p.name], workdir))
-                await _wait_for(hub.url, {p.name})
+                await wait_for_providers(hub.url, {p.name})
                 clients[p.name] = await Client(
                     f"nats://127.0.0.1:{ports[p.name]}", timeout=w.timeout_s, origin=p.name
                 ).connect()

@@ -38,6 +38,11 @@ from wwwserve.policies.base import (
 from wwwserve.policies.estimate import Estimate, estimate
 
 
+def stake_factor(stake: float, bonus: float = 4.0, scale: float = 100.0) -> float:
+    """Routing weight from stake: 1 with none, up to 1 + bonus; half the bonus at `scale` credits."""
+    return 1.0 + bonus * stake / (stake + scale)
+
+
 @dataclass
 class DefaultPolicy:
     """Load- and SLO-aware dispatch with weighted random peer choice."""
@@ -65,8 +70,7 @@ class DefaultPolicy:
         return p.load + p.sent_since_beat < self._network_places(p)
 
     def _trust(self, p: PeerState) -> float:
-        stake = 1.0 + self.stake_bonus * p.stake / (p.stake + self.stake_scale)
-        return stake * max(0.05, p.reputation)
+        return stake_factor(p.stake, self.stake_bonus, self.stake_scale) * max(0.05, p.reputation)
 
     def _meets(self, req: RequestInfo, est: Estimate) -> bool:
         """Whether an estimate meets the user's SLOs (with the safety margin) and the deadline."""
