@@ -18,6 +18,12 @@ configure_logging("warning", json_logs=False)
 SIM_FAST = {"prefill_tps": "20000", "decode_tpot_ms": "2"}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_data_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests write state only under temporary directories: default data dirs go to a temp XDG home."""
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+
+
 @pytest.fixture
 async def net() -> AsyncIterator[LocalNetwork]:
     """A hub; the test adds providers. Everything is stopped and removed afterwards."""

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, ValidationError
 
 from wwwserve.agent.settings import ProviderSettings
+from wwwserve.cli_options import settings_command
+from wwwserve.gateway.settings import GatewaySettings
 from wwwserve.hub import HubSettings
 from wwwserve.logs import configure_logging
 from wwwserve.runtime import run
+from wwwserve.scheduler import SchedulerSettings
 
 app = typer.Typer(
     add_completion=False,
@@ -23,20 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="wwwserve: a decentralized LLM serving network over NATS.",
 )
-
-
-def _h(settings: type[BaseModel], field: str) -> str:
-    """A flag's help text, taken from the settings field's description (one source of truth)."""
-    return settings.model_fields[field].description or ""
-
-
-def _build(settings: type[Any], values: dict[str, Any]) -> Any:
-    """Settings from flags given (others from env/TOML/defaults), exiting with a clear message on error."""
-    try:
-        return settings(**{k: v for k, v in values.items() if v is not None and v != []})
-    except (ValidationError, ValueError) as exc:
-        typer.echo(f"error: invalid settings: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.callback()
@@ -52,105 +40,30 @@ def main(
 
 
 @app.command()
+@settings_command(HubSettings)
 def hub(
-    host: Annotated[str | None, typer.Option(help=_h(HubSettings, "host"))] = None,
-    port: Annotated[int | None, typer.Option(help=_h(HubSettings, "port"))] = None,
-    leafnode_port: Annotated[int | None, typer.Option(help=_h(HubSettings, "leafnode_port"))] = None,
-    name: Annotated[str | None, typer.Option(help=_h(HubSettings, "name"))] = None,
-    http_port: Annotated[int | None, typer.Option(help=_h(HubSettings, "http_port"))] = None,
-    cluster_port: Annotated[int | None, typer.Option(help=_h(HubSettings, "cluster_port"))] = None,
-    routes: Annotated[str | None, typer.Option(help=_h(HubSettings, "routes") + " (comma-separated)")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help=_h(HubSettings, "data_dir"))] = None,
+    settings: HubSettings,
     print_config: Annotated[bool, typer.Option(help="print the nats-server config and exit")] = False,
 ) -> None:
     """Run a hub: a public nats-server that provider leaf nodes join."""
     from wwwserve.hub import run_hub
 
-    s = _build(
-        HubSettings,
-        dict(
-            host=host,
-            port=port,
-            leafnode_port=leafnode_port,
-            name=name,
-            http_port=http_port,
-            cluster_port=cluster_port,
-            routes=routes,
-            data_dir=data_dir,
-        ),
-    )
     if print_config:
-        typer.echo(s.config().render())
+        typer.echo(settings.config().render())
         return
-    run(run_hub(s))
+    run(run_hub(settings))
 
 
 @app.command()
-def provider(
-    name: Annotated[str | None, typer.Option(help=_h(ProviderSettings, "name"))] = None,
-    hub: Annotated[str | None, typer.Option(help=_h(ProviderSettings, "hub") + "; URL[,URL]")] = None,
-    host: Annotated[str | None, typer.Option(help=_h(ProviderSettings, "host"))] = None,
-    port: Annotated[int | None, typer.Option(help=_h(ProviderSettings, "port"))] = None,
-    model: Annotated[list[str] | None, typer.Option(help=_h(ProviderSettings, "model") + " (repeat)")] = None,
-    engine: Annotated[
-        str | None, typer.Option(help=_h(ProviderSettings, "engine") + ": embedded|openai|sim")
-    ] = None,
-    engine_url: Annotated[str | None, typer.Option(help=_h(ProviderSettings, "engine_url"))] = None,
-    engine_opt: Annotated[
-        list[str] | None, typer.Option(help=_h(ProviderSettings, "engine_opt") + " (repeat)")
-    ] = None,
-    max_concurrency: Annotated[int | None, typer.Option(help=_h(ProviderSettings, "max_concurrency"))] = None,
-    max_queue: Annotated[int | None, typer.Option(help=_h(ProviderSettings, "max_queue"))] = None,
-    data_dir: Annotated[Path | None, typer.Option(help=_h(ProviderSettings, "data_dir"))] = None,
-    nats_url: Annotated[str | None, typer.Option(help=_h(ProviderSettings, "nats_url"))] = None,
-    policy: Annotated[str | None, typer.Option(help=_h(ProviderSettings, "policy"))] = None,
-    network_share: Annotated[float | None, typer.Option(help=_h(ProviderSettings, "network_share"))] = None,
-    forward: Annotated[
-        bool | None, typer.Option("--forward/--no-forward", help=_h(ProviderSettings, "forward"))
-    ] = None,
-    max_hops: Annotated[int | None, typer.Option(help=_h(ProviderSettings, "max_hops"))] = None,
-    slo_aware: Annotated[
-        bool | None, typer.Option("--slo-aware/--no-slo-aware", help=_h(ProviderSettings, "slo_aware"))
-    ] = None,
-    min_price: Annotated[float | None, typer.Option(help=_h(ProviderSettings, "min_price"))] = None,
-    price: Annotated[float | None, typer.Option(help=_h(ProviderSettings, "price"))] = None,
-    drain_grace_s: Annotated[float | None, typer.Option(help=_h(ProviderSettings, "drain_grace_s"))] = None,
-    heartbeat_interval_s: Annotated[
-        float | None, typer.Option(help=_h(ProviderSettings, "heartbeat_interval_s"))
-    ] = None,
-) -> None:
+@settings_command(ProviderSettings)
+def provider(settings: ProviderSettings) -> None:
     """Run a provider: its leaf nats-server joined to the hubs, its engine and its agent."""
+    from wwwserve.datadir import DataDirInUse
     from wwwserve.provider import run_provider
 
-    s = _build(
-        ProviderSettings,
-        dict(
-            name=name,
-            hub=hub,
-            host=host,
-            port=port,
-            model=model,
-            engine=engine,
-            engine_url=engine_url,
-            engine_opt=engine_opt,
-            max_concurrency=max_concurrency,
-            max_queue=max_queue,
-            data_dir=data_dir,
-            nats_url=nats_url,
-            policy=policy,
-            network_share=network_share,
-            forward=forward,
-            max_hops=max_hops,
-            slo_aware=slo_aware,
-            min_price=min_price,
-            price=price,
-            drain_grace_s=drain_grace_s,
-            heartbeat_interval_s=heartbeat_interval_s,
-        ),
-    )
     try:
-        run(run_provider(s))
-    except ValueError as exc:
+        run(run_provider(settings))
+    except (ValueError, DataDirInUse) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
@@ -237,16 +150,12 @@ def demo(
 
 
 @app.command()
-def scheduler(
-    nats_url: Annotated[
-        str, typer.Option(help="NATS server (a hub) of the network")
-    ] = "nats://127.0.0.1:4222",
-    name: Annotated[str, typer.Option(help="name in replies and logs")] = "scheduler",
-) -> None:
+@settings_command(SchedulerSettings)
+def scheduler(settings: SchedulerSettings) -> None:
     """Run the centralized reference scheduler (benchmarks only; providers use --policy centralized)."""
-    from wwwserve.scheduler import SchedulerSettings, run_scheduler
+    from wwwserve.scheduler import run_scheduler
 
-    run(run_scheduler(_build(SchedulerSettings, dict(nats_url=nats_url, name=name))))
+    run(run_scheduler(settings))
 
 
 @app.command()
@@ -298,25 +207,12 @@ def bench(
 
 
 @app.command()
-def gateway(
-    nats_url: Annotated[
-        str | None, typer.Option(help="NATS server(s) of the network, comma-separated")
-    ] = None,
-    host: Annotated[str | None, typer.Option(help="HTTP listen address")] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port")] = None,
-    api_key: Annotated[
-        list[str] | None, typer.Option(help="accepted bearer key (repeat); none: open")
-    ] = None,
-    timeout_s: Annotated[float | None, typer.Option(help="deadline of each request in the network")] = None,
-) -> None:
+@settings_command(GatewaySettings)
+def gateway(settings: GatewaySettings) -> None:
     """Run the OpenAI-compatible HTTP gateway (/v1/chat/completions, /v1/completions, /v1/models)."""
     from wwwserve.gateway.app import run_gateway
-    from wwwserve.gateway.settings import GatewaySettings
 
-    s = _build(
-        GatewaySettings, dict(nats_url=nats_url, host=host, port=port, api_key=api_key, timeout_s=timeout_s)
-    )
-    run(run_gateway(s))
+    run(run_gateway(settings))
 
 
 @app.command()

@@ -65,3 +65,12 @@ def parse_kv(items: list[str]) -> dict[str, str]:
             raise ValueError(f"expected key=value, got {item!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def split_list(v: object) -> object:
+    """A comma-separated string, or repeated flags each maybe comma-separated, as one flat list."""
+    if isinstance(v, str):
+        v = [v]
+    if isinstance(v, list):
+        return [p for item in v for p in (s.strip() for s in str(item).split(",")) if p]
+    return v

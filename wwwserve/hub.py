@@ -13,7 +13,8 @@ from pydantic_settings import NoDecode
 
 from wwwserve.broker.config import HubConfig
 from wwwserve.broker.process import NatsServer
-from wwwserve.config import WWWServeSettings
+from wwwserve.config import WWWServeSettings, split_list
+from wwwserve.datadir import default_data_dir
 
 log = structlog.get_logger(__name__)
 
@@ -42,11 +43,15 @@ class HubSettings(WWWServeSettings):
     ops_users: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="operator user:password pairs (everything)"
     )
-    data_dir: Path = Field(Path("./wwwserve-hub"), description="where the config and log go")
+    data_dir: Path | None = Field(
+        None, description="where the config and log go (default: <user data dir>/wwwserve/hubs/<name>)"
+    )
 
     @field_validator("provider_users", "client_users", "ops_users", mode="before")
     @classmethod
     def _pairs(cls, v: object) -> object:
+        if isinstance(v, list):  # repeated flags
+            v = ",".join(str(i) for i in v)
         if isinstance(v, str):
             pairs = [p.split(":", 1) for p in v.split(",") if p.strip()]
             if any(len(p) != 2 for p in pairs):
@@ -57,7 +62,12 @@ class HubSettings(WWWServeSettings):
     @field_validator("routes", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+        return split_list(v)
+
+    @property
+    def state_dir(self) -> Path:
+        """The data directory in effect: the one given, else this hub's own default."""
+        return self.data_dir or default_data_dir("hubs", self.name)
 
     def config(self) -> HubConfig:
         """The nats-server config these settings describe."""
@@ -85,7 +95,7 @@ async def run_hub(settings: HubSettings) -> None:
         settings.config().render(),
         port=settings.port,
         host=settings.host,
-        workdir=settings.data_dir,
+        workdir=settings.state_dir,
         name=settings.name,
     )
     async with server:

@@ -31,7 +31,7 @@ def leaf_server(settings: ProviderSettings) -> NatsServer:
         cfg.render(),
         port=settings.port,
         host=settings.host,
-        workdir=settings.data_dir / "nats",
+        workdir=settings.state_dir / "nats",
         name=f"leaf-{settings.name}",
     )
 
@@ -40,16 +40,17 @@ async def run_provider(settings: ProviderSettings) -> None:
     """Run until SIGTERM/SIGINT; then drain the agent and stop the leaf node."""
     engine = create_engine(settings.engine, settings.engine_url, settings.engine_opt)
     policy = load_policy(settings.policy)
+    agent = Agent(settings, engine, policy)  # locks the data directory before anything writes there
     leaf = None if settings.nats_url else leaf_server(settings)
-    if leaf is not None:
-        await leaf.start()
-        log.info("provider.leaf_ready", url=leaf.url, hubs=settings.hub)
-    agent = Agent(settings, engine, policy)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
     try:
+        if leaf is not None:
+            await leaf.start()
+            log.info("provider.leaf_ready", url=leaf.url, hubs=settings.hub)
         await agent.run()
     finally:
         if leaf is not None:
             await leaf.stop()
+        agent.credits.close()  # run() closes it too; this covers a leaf that never started

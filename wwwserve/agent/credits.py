@@ -19,6 +19,7 @@ import structlog
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from wwwserve.datadir import DataDirLock
 from wwwserve.ledger.identity import load_or_create
 from wwwserve.ledger.records import Receipt, Stake, parse_record
 from wwwserve.ledger.store import Ledger
@@ -44,8 +45,10 @@ class Credits:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.identity = load_or_create(agent.settings.data_dir, agent.name)
-        self.ledger = Ledger(agent.settings.data_dir / "ledger.sqlite")
+        data_dir = agent.settings.state_dir
+        self._lock = DataDirLock(data_dir, f"provider {agent.name}")
+        self.identity = load_or_create(data_dir, agent.name)
+        self.ledger = Ledger(data_dir / "ledger.sqlite")
         self._sync_wanted = asyncio.Event()
         self._stopping = False
 
@@ -179,5 +182,6 @@ class Credits:
         return True
 
     def close(self) -> None:
-        """Close the ledger's database."""
+        """Close the ledger's database and give the data directory up (idempotent)."""
         self.ledger.close()
+        self._lock.release()

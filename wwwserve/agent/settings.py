@@ -8,7 +8,8 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from wwwserve.config import WWWServeSettings, parse_kv
+from wwwserve.config import WWWServeSettings, parse_kv, split_list
+from wwwserve.datadir import default_data_dir
 from wwwserve.protocol.subjects import check_provider_name
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -39,7 +40,11 @@ class ProviderSettings(WWWServeSettings):
     )
     max_concurrency: int = Field(0, ge=0, description="requests served at once (0: 1 for embedded, else 8)")
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before `overloaded`")
-    data_dir: Path = Field(Path("./wwwserve-data"), description="state: configs, logs, keys, ledger")
+    data_dir: Path | None = Field(
+        None,
+        description="state: keys, ledger, leaf config and log; one provider per directory "
+        "(default: <user data dir>/wwwserve/providers/<name>)",
+    )
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port (0: off)")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="seconds between heartbeats")
     peer_expiry_s: float = Field(3.5, gt=0, description="a peer silent this long leaves the peer table")
@@ -78,11 +83,7 @@ class ProviderSettings(WWWServeSettings):
     @field_validator("hub", "model", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        if isinstance(v, str):
-            return [p for p in (s.strip() for s in v.split(",")) if p]
-        if isinstance(v, list):
-            return [p for item in v for p in (s.strip() for s in str(item).split(",")) if p]
-        return v
+        return split_list(v)
 
     @field_validator("engine_opt", mode="before")
     @classmethod
@@ -98,3 +99,8 @@ class ProviderSettings(WWWServeSettings):
         if self.max_concurrency == 0:
             self.max_concurrency = 1 if self.engine == "embedded" else 8
         return self
+
+    @property
+    def state_dir(self) -> Path:
+        """The data directory in effect: the one given, else this provider's own default."""
+        return self.data_dir or default_data_dir("providers", self.name)

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from wwwserve.config import WWWServeSettings
+from wwwserve.config import WWWServeSettings, split_list
 
 
 class GatewaySettings(WWWServeSettings):
@@ -28,6 +28,4 @@ class GatewaySettings(WWWServeSettings):
     @field_validator("nats_url", "api_key", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        if isinstance(v, str):
-            return [p.strip() for p in v.split(",") if p.strip()]
-        return v
+        return split_list(v)

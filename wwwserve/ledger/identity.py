@@ -30,16 +30,29 @@ class Identity:
 
 
 def load_or_create(data_dir: Path, name: str) -> Identity:
-    """The identity in `data_dir/identity.seed`, created (mode 0600) on first start."""
+    """The identity in `data_dir/identity.seed`, created on first start: mode 0600, never half-written.
+
+    The seed goes to a private temporary file first and is linked into place, so a crash leaves no
+    empty or partial key, and an existing key is never overwritten.
+    """
     path = data_dir / "identity.seed"
     if path.exists():
         return Identity(name, path.read_bytes().strip())
     data_dir.mkdir(parents=True, exist_ok=True)
-    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(seed)
-    return Identity(name, bytes(seed))
+    seed = bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
+    tmp = data_dir / f".identity.seed.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(seed)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # fails if another process created the key first: then we use theirs
+    except FileExistsError:
+        return Identity(name, path.read_bytes().strip())
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Identity(name, seed)
 
 
 def new_identity(name: str) -> Identity:

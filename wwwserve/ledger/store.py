@@ -16,7 +16,8 @@ class Ledger:
     def __init__(self, path: Path | None) -> None:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path) if path is not None else ":memory:")
+        # a busy timeout: a second reader (an ops tool, say) waits instead of failing the agent
+        self._db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=10.0)
         self._db.execute("CREATE TABLE IF NOT EXISTS records (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
         self._db.commit()
         self._records: dict[str, Record] = {}
