@@ -9,6 +9,16 @@ from typing import Any
 import structlog
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is now: a stream captured at setup may since have been closed."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", json_logs: bool | None = None) -> None:
     """Set up structlog (and stdlib logging) for a wwwserve process; logs go to stderr."""
     if json_logs is None:
@@ -27,7 +37,7 @@ def configure_logging(level: str = "info", json_logs: bool | None = None) -> Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
 
