@@ -62,7 +62,6 @@ async def test_a_cheater_loses_reputation_stake_and_traffic(net: LocalNetwork) -
         engine_opt={"decode_tpot_ms": "400"},
         max_concurrency=1,
         max_queue=0,
-        withdraw_high=1000.0,  # it dispatches every request of its users itself (and duels some)
     )
     await net.add_provider("honest1", engine_opt={"decode_tpot_ms": "5"}, **fast)
     await net.add_provider("honest2", engine_opt={"decode_tpot_ms": "5"}, **fast)

@@ -66,21 +66,38 @@ async def test_stream_chunks_arrive_in_order_then_final(two: LocalNetwork) -> No
     assert "".join(x.delta for x in chunks) == final.text
 
 
+LONG_ID = "r" * 5000
+
+# (case, body, headers, code, words the message must contain: precise, not just "invalid")
 BAD_INPUTS = [
-    ("garbage bytes", b"\xc1\xff\x00garbage", {}, "bad_request"),
-    ("wrong types", b'{"prompt": 42, "max_tokens": "many"}', {}, "bad_request"),
-    ("missing prompt", b'{"max_tokens": 5}', {}, "bad_request"),
-    ("oversize payload", b'{"prompt":"' + b"x" * 300_000 + b'"}', {}, "bad_request"),
-    ("negative max_tokens", b'{"prompt":"x","max_tokens":-3}', {}, "bad_request"),
-    ("expired deadline", b'{"prompt":"x"}', {h.DEADLINE: "1000"}, "deadline_exceeded"),
-    ("bad hop header", b'{"prompt":"x"}', {h.HOPS: "-2"}, "bad_request"),
-    ("model mismatch", b'{"prompt":"x","model":"other"}', {}, "bad_request"),
+    ("garbage bytes", b"\xc1\xff\x00garbage", {}, "bad_request", "not valid msgpack"),
+    ("wrong types", b'{"prompt": 42, "max_tokens": "many"}', {}, "bad_request", "max_tokens"),
+    ("missing prompt", b'{"max_tokens": 5}', {}, "bad_request", "`prompt` or `messages`"),
+    ("oversize payload", b'{"prompt":"' + b"x" * 300_000 + b'"}', {}, "bad_request", "exceeds the limit"),
+    ("negative max_tokens", b'{"prompt":"x","max_tokens":-3}', {}, "bad_request", "max_tokens"),
+    ("expired deadline", b'{"prompt":"x"}', {h.DEADLINE: "1000"}, "deadline_exceeded", "deadline passed"),
+    ("bad hop header", b'{"prompt":"x"}', {h.HOPS: "-2"}, "bad_request", "must be >= 0"),
+    ("model mismatch", b'{"prompt":"x","model":"other"}', {}, "bad_request", "body names model"),
+    ("max_tokens 10^12", b'{"prompt":"x","max_tokens":1000000000000}', {}, "bad_request", "context length"),
+    (
+        "10,000 stop strings",
+        json.dumps({"prompt": "x", "stop": ["s"] * 10_000}).encode(),
+        {},
+        "bad_request",
+        "at most 4 stop sequences",
+    ),
+    ("5,000-char request id", b'{"prompt":"x"}', {h.REQUEST_ID: LONG_ID}, "bad_request", "at most 128"),
+    ("JSON array body", b'[{"prompt":"x"}]', {}, "bad_request", "got an array"),
+    ("JSON string body", b'"hello"', {}, "bad_request", "got a string"),
+    ("msgpack list body", msgpack.packb(["x"]), {}, "bad_request", "got an array"),
 ]
 
 
-@pytest.mark.parametrize(("case", "data", "hdrs", "code"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("case", "data", "hdrs", "code", "words"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
+)
 async def test_bad_input_gets_an_error_reply_with_its_code(
-    two: LocalNetwork, case: str, data: bytes, hdrs: dict[str, str], code: str
+    two: LocalNetwork, case: str, data: bytes, hdrs: dict[str, str], code: str, words: str
 ) -> None:
     nc = await nats.connect(two.providers["p1"].url)
     try:
@@ -88,8 +105,11 @@ async def test_bad_input_gets_an_error_reply_with_its_code(
     finally:
         await nc.close()
     assert m.headers[h.ERROR] == code and int(m.headers[h.STATUS]) >= 400
-    body = json.loads(m.data) if m.data[:1] == b"{" else msgpack.unpackb(m.data)
-    assert body["code"] == code and body["message"]
+    is_json = data.lstrip()[:1] in (b"{", b"[", b'"')
+    assert m.headers[h.CONTENT_TYPE] == (h.JSON if is_json else h.MSGPACK)  # answered in the caller's codec
+    body = json.loads(m.data) if is_json else msgpack.unpackb(m.data)
+    assert body["code"] == code and words in body["message"], body["message"]
+    assert len(body.get("request_id") or "") <= 128 and len(m.headers.get(h.REQUEST_ID, "")) <= 128
 
 
 async def test_direct_subject_for_unserved_model_says_unknown_model(two: LocalNetwork) -> None:

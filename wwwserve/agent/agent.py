@@ -169,7 +169,11 @@ class Agent:
         await self.nc.flush()
 
     async def _sync_membership(self) -> None:
-        """Make the queue-group subscriptions match `_accepting` (serialized, idempotent)."""
+        """Make the queue-group subscriptions match `_accepting` (serialized, idempotent).
+
+        Leaving drains the subscription instead of unsubscribing: every message NATS already routed to
+        this member is still handled (served, forwarded or refused explicitly), none is dropped.
+        """
         async with self._membership_lock:
             want = self._accepting and not self._draining
             for tok, ms in self._queue_subs.items():
@@ -182,7 +186,7 @@ class Agent:
                 elif not want and ms.sub is not None:
                     sub, ms.sub = ms.sub, None
                     with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+                        await sub.drain()  # type: ignore[no-untyped-call]
 
     def _set_accepting(self, accepting: bool) -> None:
         if accepting != self._accepting:
@@ -202,20 +206,16 @@ class Agent:
             if pending:
                 await asyncio.wait(pending, timeout=2.0)
 
-    # ---- load-driven queue-group membership ----------------------------------------------------------
+    # ---- load and health ----------------------------------------------------------------------------
 
     def notify_load_changed(self) -> None:
-        """Called whenever running/queued change: maybe withdraw or rejoin, and heartbeat soon."""
+        """Called whenever running/queued change: heartbeat soon.
+
+        A saturated agent stays in the queue groups (leaving them lost requests in flight, and all
+        members could leave at once): requests that reach it are forwarded by its policy or refused
+        with `overloaded` at once (docs/policies.md).
+        """
         self._changed.set()
-        if self._draining or not getattr(self.policy, "withdraws", False):
-            return
-        load = (self.slots.running + self.slots.queued) / self.slots.capacity
-        if self._accepting and load >= self.settings.withdraw_high and self._someone_else_accepts():
-            self._set_accepting(False)
-            self.log.debug("agent.withdraw", load=load)
-        elif not self._accepting and load < self.settings.withdraw_low and self.engine_healthy():
-            self._set_accepting(True)
-            self.log.debug("agent.rejoin", load=load)
 
     @property
     def draining(self) -> bool:
@@ -244,11 +244,6 @@ class Agent:
         elif getattr(self.policy, "joins_queue_group", True):
             self.log.info("engine.healthy")
             self._set_accepting(True)
-
-    def _someone_else_accepts(self) -> bool:
-        """Whether every model we serve has another accepting peer (never leave a model unserved)."""
-        alive = self.peers.alive()
-        return all(any(m in p.beat.models and p.beat.accepting for p in alive) for m in self.models.values())
 
     # ---- messages --------------------------------------------------------------------------------
 
@@ -286,9 +281,6 @@ class Agent:
             return
         is_new = beat.name != self.name and not self.peers.knows(beat.name)
         self.peers.update(beat)
-        withdrawn = not self._accepting and not self._draining and getattr(self.policy, "withdraws", False)
-        if withdrawn and self.engine_healthy() and not self._someone_else_accepts():
-            self._set_accepting(True)  # we withdrew, but now nobody else takes new requests: come back
         if is_new:
             self._changed.set()
             self.credits.peer_appeared()  # introduce ourselves to a newcomer at once, not at the next tick
@@ -314,6 +306,7 @@ class Agent:
             tokens_per_s=round(s.tokens_per_s(), 2),
             tpot_ms=round(load.tpot_ms or s.tpot_ms.value, 3),
             prefill_tps=round(load.prefill_tps or s.prefill_tps.value, 1),
+            kv_cache_usage=None if load.kv_cache_usage is None else round(load.kv_cache_usage, 3),
             price=self.settings.price,
             network_share=self.settings.network_share,
             stake=self.credits.ledger.view.stakes.get(self.name, 0.0),

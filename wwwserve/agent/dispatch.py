@@ -81,7 +81,7 @@ class Dispatcher:
         received = time.monotonic()
         hdrs = msg.headers or {}
         codec = Codec.JSON
-        writer = ReplyWriter(agent.nc, msg.reply or None, codec, hdrs.get(h.REQUEST_ID, ""), agent.name)
+        writer = ReplyWriter(agent.nc, msg.reply or None, codec, h.request_id_from_headers(hdrs), agent.name)
         try:
             if len(msg.data) > agent.settings.max_request_bytes:
                 limit = agent.settings.max_request_bytes
@@ -105,6 +105,11 @@ class Dispatcher:
             req = parse_request(decode(msg.data, codec))
             if req.model is not None and subjects.model_token(req.model) != tok:
                 raise BadRequest(f"body names model {req.model!r} but the subject is for {model!r}")
+            context = agent.engine.context_length(model)
+            if context is not None and req.max_tokens > context:
+                raise BadRequest(
+                    f"max_tokens {req.max_tokens} exceeds the context length of {model} ({context} tokens)"
+                )
             try:
                 async with asyncio.timeout(routing.remaining_s()):
                     await self._dispatch(msg, req, model, routing, writer, received, direct)
@@ -261,7 +266,7 @@ class Dispatcher:
         self, req: CompletionRequest, model: str, routing: Routing, writer: ReplyWriter, received: float
     ) -> None:
         agent = self.agent
-        # the slots report their own changes to the agent (withdrawal, heartbeats)
+        # the slots report their own changes to the agent (heartbeats)
         async with agent.slots.acquire():
             started = time.monotonic()
             first: float | None = None

@@ -65,8 +65,6 @@ class ProviderSettings(WWWServeSettings):
     slo_aware: bool = Field(True, description="accept only requests whose SLO it expects to meet")
     min_price: float = Field(0.0, ge=0, description="lowest price per token accepted from peers")
     price: float = Field(0.0, ge=0, description="price per token asked from peers")
-    withdraw_high: float = Field(1.0, gt=0, description="leave the queue group at this load (x capacity)")
-    withdraw_low: float = Field(0.75, gt=0, description="rejoin the queue group below this load")
     duel_rate: float = Field(
         0.0, ge=0, le=1, description="share of own users' requests also served by a 2nd provider and judged"
     )

@@ -33,7 +33,6 @@ async def run_duels(
             ledger_sync_s=1.0,
             max_concurrency=1,
             max_queue=0,
-            withdraw_high=1e9,
             engine_opt={"decode_tpot_ms": "200"},
         )
         await net.add_provider("honest1", engine_opt={"decode_tpot_ms": "2"}, **common)

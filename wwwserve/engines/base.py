@@ -31,6 +31,7 @@ class EngineLoad:
     healthy: bool = True
     prefill_tps: float = 0.0  # prompt tokens per second, 0 = unknown
     tpot_ms: float = 0.0  # time per output token at the current batch, 0 = unknown
+    kv_cache_usage: float | None = None  # share of the KV cache in use, 0..1; None = unknown
 
 
 class Engine(Protocol):
@@ -50,6 +51,10 @@ class Engine(Protocol):
 
     def load(self) -> EngineLoad:
         """Current load, read without blocking."""
+        ...
+
+    def context_length(self, model: str) -> int | None:
+        """Tokens one request may hold (prompt + output): larger asks are refused. None = unknown."""
         ...
 
 

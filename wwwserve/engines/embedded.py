@@ -97,6 +97,10 @@ class EmbeddedEngine:
         """One generation at a time; the rest wait on the engine lock."""
         return EngineLoad(running=self._running, waiting=self._waiting)
 
+    def context_length(self, model: str) -> int | None:
+        """llama.cpp's context window (`n_ctx`)."""
+        return self.options.n_ctx
+
     async def generate(self, request: CompletionRequest, model: str) -> AsyncIterator[Delta]:
         """Stream tokens from llama.cpp; stopping the iterator stops generation at the next token."""
         if self._llm is None:

@@ -25,6 +25,8 @@ log = structlog.get_logger(__name__)
 _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)")
 _RUNNING = ("vllm:num_requests_running", "sglang:num_running_reqs")
 _WAITING = ("vllm:num_requests_waiting", "sglang:num_queue_reqs")
+# KV-cache use, 0..1: vLLM V1 renamed the gauge (vllm-project/vllm#18354); older servers export the old name
+_KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage")
 
 
 @dataclass
@@ -35,6 +37,7 @@ class OpenAIOptions:
     api_key: str = ""
     metrics_interval_s: float = 1.0
     timeout_s: float = 600.0
+    context_length: int = 0  # 0 = the server's `max_model_len` from /v1/models (vLLM), else unbounded
 
     @classmethod
     def from_opts(cls, opts: dict[str, str]) -> OpenAIOptions:
@@ -67,6 +70,8 @@ class OpenAIEngine:
         self._running = 0
         self._server_running: float | None = None
         self._server_waiting: float | None = None
+        self._kv_usage: float | None = None
+        self._model_lens: dict[str, int] | None = None  # from /v1/models, read once
         self._healthy = True
 
     async def start(self) -> None:
@@ -90,17 +95,40 @@ class OpenAIEngine:
         """The server's own counts when it exports them, else what passes through this engine."""
         running = int(self._server_running) if self._server_running is not None else self._running
         waiting = int(self._server_waiting or 0)
-        return EngineLoad(running=running, waiting=waiting, healthy=self._healthy)
+        return EngineLoad(
+            running=running, waiting=waiting, healthy=self._healthy, kv_cache_usage=self._kv_usage
+        )
+
+    def context_length(self, model: str) -> int | None:
+        """The configured length, else what the server reported for this model (vLLM's `max_model_len`)."""
+        if self.options.context_length:
+            return self.options.context_length
+        return (self._model_lens or {}).get(self.options.served_model or model)
+
+    async def _read_models(self) -> None:
+        """Learn each served model's context length once (servers that do not report one give none)."""
+        assert self._client is not None
+        resp = await self._client.get("/v1/models", timeout=2.0)
+        if resp.status_code == 200:
+            lens: dict[str, int] = {}
+            for card in resp.json().get("data", []):
+                if isinstance(card, dict) and isinstance(card.get("max_model_len"), int):
+                    lens[str(card.get("id"))] = card["max_model_len"]
+            self._model_lens = lens
 
     async def _poll_metrics(self) -> None:
         assert self._client is not None
         while True:
             try:
+                if self._model_lens is None:
+                    with contextlib.suppress(ValueError, AttributeError):
+                        await self._read_models()
                 resp = await self._client.get("/metrics", timeout=2.0)
                 if resp.status_code == 200:
                     m = parse_metrics(resp.text)
                     self._server_running = next((m[k] for k in _RUNNING if k in m), None)
                     self._server_waiting = next((m[k] for k in _WAITING if k in m), None)
+                    self._kv_usage = next((m[k] for k in _KV_USAGE if k in m), None)
                 self._healthy = True
             except httpx.HTTPError:
                 self._healthy = False

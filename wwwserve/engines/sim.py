@@ -56,6 +56,7 @@ class SimOptions:
     decode_tpot_ms: float = 0.0
     batch_slowdown: float = 0.0
     corrupt: float = 0.0
+    context_length: int = 32768  # tokens per request (prompt + output), as a served model's max length
 
     @classmethod
     def from_opts(cls, opts: dict[str, str]) -> SimOptions:
@@ -89,6 +90,10 @@ class SimEngine:
             prefill_tps=o.prefill_tps,
             tpot_ms=o.decode_tpot_ms * (1 + o.batch_slowdown * max(0, self._running - 1)),
         )
+
+    def context_length(self, model: str) -> int | None:
+        """The configured context length (0 = unbounded)."""
+        return self.options.context_length or None
 
     async def generate(self, request: CompletionRequest, model: str) -> AsyncIterator[Delta]:
         """Stream `max_tokens` deterministic words, timed by the model above."""

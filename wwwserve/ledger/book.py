@@ -52,43 +52,55 @@ def _parties(r: Record) -> list[tuple[str, str]]:
     return [(r.provider, r.key)]
 
 
-def compute(records: Iterable[Record]) -> LedgerView:
-    """Apply `records` in canonical order; the result does not depend on the iteration order."""
+def order_key(r: Record) -> tuple[int, str]:
+    """The canonical order records are applied in."""
+    return (r.ts_ms, r.id)
+
+
+def compute(records: Iterable[Record], signatures_checked: bool = False) -> LedgerView:
+    """Apply `records` in canonical order; the result does not depend on the iteration order.
+
+    `signatures_checked` skips re-verifying what the caller verified on arrival (the costly part).
+    """
     view = LedgerView()
-    ordered = sorted({r.id: r for r in records}.values(), key=lambda r: (r.ts_ms, r.id))
-    for r in ordered:
-        if not r.signatures_valid():
-            view.invalid[r.id] = "bad signature"
-            continue
-        parties = _parties(r)
-        if any(name in view.keys and view.keys[name] != key for name, key in parties):
-            view.invalid[r.id] = "key does not match the name's bound key"
-            continue
-        for name, key in parties:
-            if name not in view.keys:
-                view.keys[name] = key
-                view.balances[name] = INITIAL_GRANT
-        if isinstance(r, Receipt):
-            if r.server == r.origin:
-                view.invalid[r.id] = "server and origin are the same"
-                continue
-            if view.spendable(r.origin) + 1e-9 < r.amount:
-                view.invalid[r.id] = "overdraft"
-                continue
-            view.balances[r.origin] = round(view.balances[r.origin] - r.amount, 6)
-            view.balances[r.server] = round(view.balances[r.server] + r.amount, 6)
-        elif isinstance(r, Verdict):
-            if r.judge in (r.a, r.b) or r.a == r.b:
-                view.invalid[r.id] = "a judge cannot judge its own duel"
-                continue
-            _apply_verdict(view, r)
-        elif isinstance(r, Stake):
-            if r.amount > view.balances[r.provider] + 1e-9:
-                view.invalid[r.id] = "stake exceeds balance"
-                continue
-            view.stakes[r.provider] = r.amount
-        view.valid.append(r.id)
+    for r in sorted({r.id: r for r in records}.values(), key=order_key):
+        apply(view, r, signatures_checked)
     return view
+
+
+def apply(view: LedgerView, r: Record, signature_checked: bool = False) -> None:
+    """Apply one record after every record that sorts before it (the fold step of `compute`)."""
+    if not signature_checked and not r.signatures_valid():
+        view.invalid[r.id] = "bad signature"
+        return
+    parties = _parties(r)
+    if any(name in view.keys and view.keys[name] != key for name, key in parties):
+        view.invalid[r.id] = "key does not match the name's bound key"
+        return
+    for name, key in parties:
+        if name not in view.keys:
+            view.keys[name] = key
+            view.balances[name] = INITIAL_GRANT
+    if isinstance(r, Receipt):
+        if r.server == r.origin:
+            view.invalid[r.id] = "server and origin are the same"
+            return
+        if view.spendable(r.origin) + 1e-9 < r.amount:
+            view.invalid[r.id] = "overdraft"
+            return
+        view.balances[r.origin] = round(view.balances[r.origin] - r.amount, 6)
+        view.balances[r.server] = round(view.balances[r.server] + r.amount, 6)
+    elif isinstance(r, Verdict):
+        if r.judge in (r.a, r.b) or r.a == r.b:
+            view.invalid[r.id] = "a judge cannot judge its own duel"
+            return
+        _apply_verdict(view, r)
+    elif isinstance(r, Stake):
+        if r.amount > view.balances[r.provider] + 1e-9:
+            view.invalid[r.id] = "stake exceeds balance"
+            return
+        view.stakes[r.provider] = r.amount
+    view.valid.append(r.id)
 
 
 def reputation_factor(elo: float) -> float:

@@ -48,7 +48,6 @@ class DefaultPolicy:
     """Load- and SLO-aware dispatch with weighted random peer choice."""
 
     name: str = "default"
-    withdraws: bool = True
     hop_ms: float = 2.0  # cost of one extra broker hop and relay
     staleness_ms_per_s: float = 50.0  # penalty per second of heartbeat age
     slo_margin: float = 0.8  # count an SLO as met only with 20% to spare (estimates are optimistic)

@@ -9,10 +9,9 @@ from wwwserve.policies.base import Accept, Decision, OwnState, PeerState, Reject
 
 
 class IsolatedPolicy:
-    """Serve everything locally while the queue has room; never forward, never withdraw."""
+    """Serve everything locally while the queue has room; never forward."""
 
     name = "isolated"
-    withdraws = False
 
     def decide(
         self, req: RequestInfo, own: OwnState, peers: Sequence[PeerState], rng: random.Random

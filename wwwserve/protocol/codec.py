@@ -11,6 +11,8 @@ import msgpack
 from wwwserve.errors import BadRequest
 from wwwserve.protocol.headers import CONTENT_TYPE, JSON, MSGPACK
 
+_JSON_STARTS = frozenset(bytes([c]) for c in b'{["-0123456789tfn')
+
 
 class Codec(str, Enum):
     """The two body encodings of protocol v1."""
@@ -20,14 +22,17 @@ class Codec(str, Enum):
 
 
 def detect(data: bytes, headers: dict[str, str] | None) -> Codec:
-    """Choose how to read a body: the Content-Type header wins, else a body starting with `{` is JSON."""
+    """How to read a body: the Content-Type header wins, else a msgpack map, else what looks like JSON."""
     ctype = (headers or {}).get(CONTENT_TYPE, "").split(";")[0].strip().lower()
     if ctype in (JSON, "text/json"):
         return Codec.JSON
     if ctype in (MSGPACK, "application/x-msgpack"):
         return Codec.MSGPACK
-    if data.lstrip()[:1] == b"{":
-        return Codec.JSON
+    first = data[:1]
+    if first and (0x80 <= first[0] <= 0x8F or first[0] in (0xDE, 0xDF)):
+        return Codec.MSGPACK  # a msgpack map, the only msgpack body a request can be
+    if data.lstrip()[:1] in _JSON_STARTS:
+        return Codec.JSON  # any JSON value: a non-object is then refused as such, not as bad msgpack
     return Codec.MSGPACK
 
 

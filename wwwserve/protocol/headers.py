@@ -72,6 +72,15 @@ class Routing:
         return Routing(self.request_id, self.hops + 1, self.deadline_ms, origin or self.origin)
 
 
+MAX_REQUEST_ID_CHARS = 128  # ids are echoed in every reply and kept for dedup: bound them
+
+
+def request_id_from_headers(headers: dict[str, str] | None) -> str:
+    """The caller's request id, or "" when it is missing or too long to echo back."""
+    rid = (headers or {}).get(REQUEST_ID, "")
+    return rid if len(rid) <= MAX_REQUEST_ID_CHARS else ""
+
+
 def routing_from_headers(headers: dict[str, str] | None, default_timeout_s: float) -> Routing:
     """Read routing headers, filling what a plain `nats req` leaves out with safe defaults."""
     h = headers or {}
@@ -82,8 +91,11 @@ def routing_from_headers(headers: dict[str, str] | None, default_timeout_s: floa
         raise BadRequest(f"malformed routing header: {exc}") from exc
     if hops < 0:
         raise BadRequest(f"{HOPS} must be >= 0")
+    rid = h.get(REQUEST_ID, "")
+    if len(rid) > MAX_REQUEST_ID_CHARS:
+        raise BadRequest(f"{REQUEST_ID} has {len(rid)} characters; at most {MAX_REQUEST_ID_CHARS} allowed")
     return Routing(
-        request_id=h.get(REQUEST_ID) or new_request_id(),
+        request_id=rid or new_request_id(),
         hops=hops,
         deadline_ms=deadline,
         origin=h.get(ORIGIN, ""),

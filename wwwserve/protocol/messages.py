@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wwwserve.errors import BadRequest
+
+MAX_STOP = 4  # the OpenAI API's limit on stop sequences
 
 
 class ChatMessage(BaseModel):
@@ -29,12 +31,21 @@ class CompletionRequest(BaseModel):
     max_tokens: int = Field(64, ge=1, description="tokens to generate at most")
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, description=f"at most {MAX_STOP} stop sequences")
     seed: int | None = None
     stream: bool = False
     slo_ms: int | None = Field(None, gt=0, description="end-to-end latency the user hopes for")
     slo_ttft_ms: int | None = Field(None, gt=0, description="time to first token the user hopes for")
     max_price: float | None = Field(None, ge=0.0, description="most credits per token the user pays")
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(stop, list) and len(stop) > MAX_STOP:
+            raise ValueError(
+                f"at most {MAX_STOP} stop sequences are allowed (as in OpenAI's API), got {len(stop)}"
+            )
+        return stop
 
     @model_validator(mode="after")
     def _prompt_xor_messages(self) -> CompletionRequest:
@@ -110,6 +121,7 @@ class Heartbeat(BaseModel):
     tokens_per_s: float = 0.0
     tpot_ms: float = 0.0
     prefill_tps: float = 0.0
+    kv_cache_usage: float | None = Field(None, description="share of the engine's KV cache in use, 0..1")
     price: float = 0.0
     stake: float = 0.0
     network_share: float = 1.0
@@ -119,10 +131,15 @@ class Heartbeat(BaseModel):
     ts_ms: int = 0
 
 
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+_JSON_KINDS[type(None)] = "null"
+
+
 def parse_request(obj: object) -> CompletionRequest:
     """Validate a decoded body, turning pydantic's errors into one readable BadRequest."""
     if not isinstance(obj, dict):
-        raise BadRequest(f"body must be a map/object, got {type(obj).__name__}")
+        kind = _JSON_KINDS.get(type(obj), type(obj).__name__)
+        raise BadRequest(f"body must be an object (a JSON object or a msgpack map), got {kind}")
     try:
         return CompletionRequest.model_validate(obj)
     except ValidationError as exc:
