@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +41,22 @@ def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
     """Start the CLI in its own process, logging to `log`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(wwwserve_cmd(*args), stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+
+
+_MEASUREMENTS = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def measured(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a measurement line; they are printed at the end of the run (CI logs keep them)."""
+    lines = request.config.stash.setdefault(_MEASUREMENTS, [])
+    return lambda text: lines.append(f"{request.node.name}: {text}")
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Print what tests measured (wall times, counts), whatever the verbosity."""
+    lines = config.stash.get(_MEASUREMENTS, [])
+    if lines:
+        terminalreporter.section("wwwserve measurements")
+        for line in lines:
+            terminalreporter.write_line(line)

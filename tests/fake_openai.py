@@ -9,16 +9,24 @@ from collections.abc import AsyncIterator
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 
 class StallableServer:
     """Streams `tok` every `token_s` seconds; while `stalled` is set it sends nothing."""
 
-    def __init__(self, port: int, token_s: float = 0.02) -> None:
+    def __init__(
+        self,
+        port: int,
+        token_s: float = 0.02,
+        metrics: str = "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n",
+        models: list[dict[str, object]] | None = None,
+    ) -> None:
         self.port = port
         self.token_s = token_s
+        self.metrics_text = metrics  # what /metrics answers (vLLM's Prometheus text)
+        self.models = models or []  # the /v1/models cards (vLLM's carry max_model_len)
         self.stalled = False
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -44,13 +52,17 @@ class StallableServer:
             return StreamingResponse(gen(), media_type="text/event-stream")
 
         async def metrics(request: Request) -> PlainTextResponse:
-            return PlainTextResponse("vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n")
+            return PlainTextResponse(self.metrics_text)
+
+        async def models(request: Request) -> JSONResponse:
+            return JSONResponse({"object": "list", "data": self.models})
 
         return Starlette(
             routes=[
                 Route("/v1/chat/completions", chat, methods=["POST"]),
                 Route("/v1/completions", chat, methods=["POST"]),
                 Route("/metrics", metrics),
+                Route("/v1/models", models),
             ]
         )
 

@@ -23,9 +23,15 @@ async def test_embedded_engine_answers_with_real_text() -> None:
     assert deltas[-1].finish_reason in ("length", "stop") and deltas[-1].prompt_tokens >= 5
 
 
-def test_demo_json_prints_model_text_from_two_providers() -> None:
+def test_demo_json_prints_model_text_and_a_burst_served_with_peers_help() -> None:
     out = subprocess.run(wwwserve_cmd("demo", "--json"), capture_output=True, timeout=240, check=True)
     rows = [json.loads(line) for line in out.stdout.decode().splitlines()]
-    assert len(rows) == 6 and all("error" not in r for r in rows)
-    assert len({r["provider"] for r in rows}) >= 2
+    assert len(rows) == 12 and all("error" not in r for r in rows)
+    own = [r for r in rows if r["phase"] == "own users"]
+    burst = [r for r in rows if r["phase"] == "burst at p1"]
+    assert len(own) == 6 and len(burst) == 6
+    assert len({r["provider"] for r in own}) >= 2
     assert all(r["text"].strip() and r["latency_ms"] > 0 for r in rows)
+    # p1 has one slot: its peers serve part of the burst, one hop away
+    helped = [r for r in burst if r["provider"] != "p1"]
+    assert helped and all(r["hops"] == 1 and r["user_of"] == "p1" for r in helped)

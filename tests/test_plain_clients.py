@@ -11,6 +11,7 @@ import asyncio
 import collections
 import json
 import time
+from collections.abc import Callable
 
 import nats
 from nats.errors import NoRespondersError
@@ -56,7 +57,9 @@ async def plain_load(urls: list[str]) -> collections.Counter[str]:
     return counts
 
 
-async def test_plain_requesters_under_load_always_get_an_answer(net: LocalNetwork) -> None:
+async def test_plain_requesters_under_load_always_get_an_answer(
+    net: LocalNetwork, measured: Callable[[str], None]
+) -> None:
     for i in range(4):
         await net.add_provider(
             f"p{i}",
@@ -68,7 +71,7 @@ async def test_plain_requesters_under_load_always_get_an_answer(net: LocalNetwor
         )
     urls = [h.url for h in net.providers.values()] + [net.hub_url]
     counts = await plain_load(urls)
-    print(dict(counts))
+    measured(f"outcomes in {DURATION_S:.0f} s: {dict(counts)}")
     assert counts["no_reply"] == 0, counts
     assert counts["no_responders"] == 0, counts
     assert set(counts) <= {"text", "overloaded"}, counts

@@ -137,7 +137,8 @@ def peers(
 @app.command()
 def demo(
     providers: Annotated[int, typer.Option(help="number of providers")] = 3,
-    requests: Annotated[int, typer.Option(help="number of requests")] = 6,
+    requests: Annotated[int, typer.Option(help="requests from the providers' own users, round robin")] = 6,
+    burst: Annotated[int, typer.Option(help="then this many at once at the first provider")] = 6,
     max_tokens: Annotated[int, typer.Option(help="tokens per answer")] = 24,
     engine: Annotated[str, typer.Option(help="engine of every provider: embedded or sim")] = "embedded",
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object per request")] = False,
@@ -145,7 +146,7 @@ def demo(
     """One command: a hub and providers on free loopback ports, requests answered, all shut down."""
     from wwwserve.demo import run_demo
 
-    code = asyncio.run(run_demo(providers, requests, max_tokens, engine, json_out))
+    code = asyncio.run(run_demo(providers, requests, max_tokens, engine, json_out, burst))
     raise typer.Exit(code)
 
 

@@ -25,8 +25,14 @@ PROMPTS = [
 ]
 
 
-async def run_demo(n_providers: int, n_requests: int, max_tokens: int, engine: str, json_out: bool) -> int:
-    """Start the network, send requests from each provider's own users, print answers; 0 on success."""
+async def run_demo(
+    n_providers: int, n_requests: int, max_tokens: int, engine: str, json_out: bool, burst: int = 6
+) -> int:
+    """Start the network, serve each provider's own users, then a burst at one provider; 0 on success.
+
+    The burst shows the network at work: the first provider gets `burst` requests at once (more than
+    its one slot), and its policy forwards what its peers can finish sooner (hops 1 in the table).
+    """
     console = Console(stderr=True)
     t0 = time.monotonic()
     results: list[dict[str, object]] = []
@@ -36,7 +42,12 @@ async def run_demo(n_providers: int, n_requests: int, max_tokens: int, engine: s
             # One llama.cpp thread per provider: the demo's providers share this machine's cores.
             opts = {"threads": "1"} if engine == "embedded" else {}
             h = await net.add_provider(
-                f"p{i + 1}", wait_peers=False, engine=engine, model=[DEFAULT_MODEL], engine_opt=opts
+                f"p{i + 1}",
+                wait_peers=False,
+                engine=engine,
+                model=[DEFAULT_MODEL],
+                engine_opt=opts,
+                max_concurrency=1,
             )
             console.print(f"[bold]provider[/] {h.name} leaf {h.url} engine {engine}")
         await net.wait_for_peers()
@@ -44,10 +55,16 @@ async def run_demo(n_providers: int, n_requests: int, max_tokens: int, engine: s
         clients = [await Client(h.url, timeout=120).connect() for h in handles]
         try:
 
-            async def one(i: int) -> dict[str, object]:
-                c = clients[i % len(clients)]
+            async def one(i: int, user_of: int, phase: str) -> dict[str, object]:
+                c = clients[user_of]
                 prompt = PROMPTS[i % len(PROMPTS)]
                 sent = time.monotonic()
+                row: dict[str, object] = {
+                    "request": i,
+                    "phase": phase,
+                    "user_of": handles[user_of].name,
+                    "prompt": prompt,
+                }
                 try:
                     r = await c.chat(
                         DEFAULT_MODEL,
@@ -56,20 +73,22 @@ async def run_demo(n_providers: int, n_requests: int, max_tokens: int, engine: s
                         temperature=0.2,
                         seed=i,
                     )
-                    return {
-                        "request": i,
-                        "user_of": handles[i % len(handles)].name,
-                        "provider": r.provider,
-                        "model": r.model,
-                        "prompt": prompt,
-                        "text": r.text,
-                        "hops": r.hops,
-                        "latency_ms": round((time.monotonic() - sent) * 1000, 1),
-                    }
                 except WWWServeError as exc:
-                    return {"request": i, "prompt": prompt, "error": exc.code, "message": exc.message}
+                    return {**row, "error": exc.code, "message": exc.message}
+                return {
+                    **row,
+                    "provider": r.provider,
+                    "model": r.model,
+                    "text": r.text,
+                    "hops": r.hops,
+                    "latency_ms": round((time.monotonic() - sent) * 1000, 1),
+                }
 
-            results = list(await asyncio.gather(*(one(i) for i in range(n_requests))))
+            own = [one(i, i % len(handles), "own users") for i in range(n_requests)]
+            results = list(await asyncio.gather(*own))
+            burst_at = f"burst at {handles[0].name}"
+            rows = [one(n_requests + i, 0, burst_at) for i in range(burst)]
+            results += list(await asyncio.gather(*rows))
         finally:
             for c in clients:
                 await c.close()
@@ -77,23 +96,30 @@ async def run_demo(n_providers: int, n_requests: int, max_tokens: int, engine: s
         for r in results:
             sys.stdout.write(json.dumps(r) + "\n")
     else:
-        table = Table(title=f"wwwserve demo: {n_providers} providers, {n_requests} requests")
-        for col in ("#", "user of", "served by", "hops", "latency ms", "answer"):
+        table = Table(
+            title=f"wwwserve demo: {n_providers} providers, {n_requests} requests, burst of {burst}"
+        )
+        for col in ("#", "phase", "user of", "served by", "hops", "latency ms", "answer"):
             table.add_column(col)
         for r in results:
             table.add_row(
                 str(r["request"]),
-                str(r.get("user_of", "")),
+                str(r["phase"]),
+                str(r["user_of"]),
                 str(r.get("provider", r.get("error"))),
                 str(r.get("hops", "")),
                 str(r.get("latency_ms", "")),
                 str(r.get("text", r.get("message"))),
             )
         Console().print(table)
-    served_by = {r["provider"] for r in results if "provider" in r}
     failed = [r for r in results if "error" in r]
+    served_by = {r["provider"] for r in results if "provider" in r}
+    helped = [r for r in results if r["phase"] != "own users" and r.get("hops") == 1]
     console.print(
         f"done in {time.monotonic() - t0:.1f}s: {len(results) - len(failed)} answered by "
-        f"{len(served_by)} providers, {len(failed)} failed"
+        f"{len(served_by)} providers, {len(failed)} failed; of the burst, {len(helped)} of {burst} "
+        "were served by peers (hops 1)"
     )
-    return 0 if not failed and (len(served_by) >= 2 or n_providers < 2) else 1
+    if n_providers < 2:
+        return 0 if not failed else 1
+    return 0 if not failed and len(served_by) >= 2 and (burst < 2 or helped) else 1

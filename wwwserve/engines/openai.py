@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 import structlog
 
-from wwwserve.engines.base import Delta, EngineLoad, parse_options
+from wwwserve.engines.base import Delta, EngineLoad, parse_options, prompt_text
 from wwwserve.errors import BackendError
 from wwwserve.protocol.messages import CompletionRequest
 
@@ -73,6 +73,7 @@ class OpenAIEngine:
         self._kv_usage: float | None = None
         self._model_lens: dict[str, int] | None = None  # from /v1/models, read once
         self._healthy = True
+        self._warned_usage = False
 
     async def start(self) -> None:
         """Open the HTTP client and start polling /metrics."""
@@ -159,6 +160,7 @@ class OpenAIEngine:
         finish: str | None = None
         usage = (0, 0)
         produced = 0
+        done = False
         self._running += 1
         try:
             async with self._client.stream("POST", path, json=body) as resp:
@@ -170,8 +172,13 @@ class OpenAIEngine:
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
+                        done = True
                         break
                     chunk = json.loads(data)
+                    if chunk.get("error"):  # an error event inside a 200 stream (vLLM, SGLang)
+                        err = chunk["error"]
+                        detail = err.get("message", err) if isinstance(err, dict) else err
+                        raise BackendError(f"engine failed mid-stream: {detail}")
                     if chunk.get("usage"):
                         u = chunk["usage"]
                         usage = (int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
@@ -181,6 +188,12 @@ class OpenAIEngine:
                             produced += 1
                             yield Delta(text)
                         finish = choice.get("finish_reason") or finish
+            if not done and finish is None:
+                # llama-cpp-python's server, refusing a streamed request, answers 200 with an empty body
+                raise BackendError(
+                    f"engine ended its stream without an answer ({produced} chunks, no [DONE]): "
+                    "the server failed the request (too long a prompt for its context?)"
+                )
         except httpx.HTTPError as exc:
             self._healthy = False
             raise BackendError(f"engine at {self.base_url} failed: {exc!r}") from exc
@@ -188,4 +201,9 @@ class OpenAIEngine:
             raise BackendError(f"engine sent a malformed stream chunk: {exc}") from exc
         finally:
             self._running -= 1
+        if usage == (0, 0):  # a server that ignores stream_options.include_usage (llama-cpp-python's)
+            if not self._warned_usage:
+                self._warned_usage = True
+                log.warning("openai.no_usage", base_url=self.base_url, counted="prompt words and chunks")
+            usage = (len(prompt_text(request).split()), produced)
         yield Delta("", finish or "stop", usage[0], usage[1] or produced)
