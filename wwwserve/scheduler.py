@@ -115,6 +115,7 @@ class Scheduler:
                 queued=max(0, n - b.capacity),
                 queue_limit=b.queue_limit,
                 prefill_tps=b.prefill_tps,
+                prefill_backlog=b.prefill_backlog,
                 tpot_ms=b.tpot_ms,
                 ttft_ms=b.ttft_ms,
                 latency_ms=b.latency_ms,

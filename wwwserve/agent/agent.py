@@ -307,6 +307,7 @@ class Agent:
             tpot_ms=round(load.tpot_ms or s.tpot_ms.value, 3),
             prefill_tps=round(load.prefill_tps or s.prefill_tps.value, 1),
             kv_cache_usage=None if load.kv_cache_usage is None else round(load.kv_cache_usage, 3),
+            prefill_backlog=load.prefill_backlog,
             price=self.settings.price,
             network_share=self.settings.network_share,
             stake=self.credits.ledger.view.stakes.get(self.name, 0.0),

@@ -32,6 +32,7 @@ class EngineLoad:
     prefill_tps: float = 0.0  # prompt tokens per second, 0 = unknown
     tpot_ms: float = 0.0  # time per output token at the current batch, 0 = unknown
     kv_cache_usage: float | None = None  # share of the KV cache in use, 0..1; None = unknown
+    prefill_backlog: int = 0  # prompt tokens admitted but not yet prefilled (shared prefill queue)
 
 
 class Engine(Protocol):

@@ -1,21 +1,36 @@
-"""A calibrated simulated engine for tests and benchmarks: real timing model, deterministic text.
+"""A simulated engine that obeys the hardware: one engine loop, iteration by iteration, as vLLM runs.
 
-Timing model (continuous batching, see docs/benchmarks.md):
-  prefill_s = prompt_tokens / prefill_tps                      (prefill_tps = 0: instant)
-  each output token takes decode_tpot_ms * (1 + batch_slowdown * (running - 1)) ms
-where `running` is the number of requests inside the engine at that step. Prompt tokens are the
-whitespace-separated words of the prompt (benchmarks send prompts of exactly the trace's length).
-Output is exactly `max_tokens` tokens (finish_reason "length") unless a stop sequence cuts it.
+Each step (vLLM V1's scheduler, Sarathi-Serve's chunked prefill) takes every running decode (one token
+each), then prefill chunks, oldest first, up to a token budget (`max_batched_tokens`); new requests are
+admitted only while the KV cache has blocks for their prompt, and a decode that finds no free block
+preempts the newest running request, which is recomputed later (vLLM's default preemption). A step
+lasts (wwwserve/engines/hardware.py)
+
+    step = overhead + max(compute, memory)
+    compute = tokens_in_step x seconds_per_token           (1 / prefill_tps, or 2 x params / (peak x mfu))
+    memory  = weights_s x (1 + batch_slowdown x (seqs_in_step - 1)) + kv_tokens_read x kv_s_per_token
+
+so prefill is shared: concurrent prompts queue for the same budget and a user's TTFT grows with other
+users' prompts. `prefill_tps` is the whole engine's prefill throughput, `decode_tpot_ms` the step time at
+batch 1 (`weights_s`); `gpu=` and `model=` fill every constant from datasheets and model configs, and any
+constant can still be set by hand. With no speeds at all (the default) every step is instant.
+
+Output is exactly `max_tokens` deterministic words (finish_reason "length") unless a stop sequence cuts
+it; prompt tokens are the prompt's whitespace-separated words.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import hashlib
+import math
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wwwserve.engines.base import Delta, EngineLoad, apply_stop, parse_options, prompt_text
+from wwwserve.engines.hardware import GIB, GPUS, MODELS
 from wwwserve.protocol.messages import CompletionRequest
 
 _WORDS = (
@@ -26,6 +41,7 @@ _WORDS = (
 
 _JUNK = "#%&@!"
 _MASK = (1 << 64) - 1
+_MAX_DEBT_S = 0.05  # a late event loop is caught up by at most this much (then simulated time slips)
 
 
 class _SplitMix:
@@ -50,55 +66,342 @@ class _SplitMix:
 
 @dataclass
 class SimOptions:
-    """Engine options for `sim`, set with `--engine-opt key=value`."""
+    """Engine options for `sim`, set with `--engine-opt key=value` (0 = unset / from the profile)."""
 
-    prefill_tps: float = 0.0
-    decode_tpot_ms: float = 0.0
-    batch_slowdown: float = 0.0
-    corrupt: float = 0.0
+    prefill_tps: float = 0.0  # the engine's total prefill throughput, tokens/s, shared by all requests
+    decode_tpot_ms: float = 0.0  # step time at batch 1 (reading the weights once)
+    batch_slowdown: float = 0.0  # each extra sequence in a step adds this share of decode_tpot_ms
+    corrupt: float = 0.0  # share of answers replaced by junk (a cheating provider, for duels)
     context_length: int = 32768  # tokens per request (prompt + output), as a served model's max length
+    gpu: str = ""  # h100, h200, a100, a100-40gb, a10g, l4: datasheet figures
+    model: str = ""  # llama-3.1-8b (default with a gpu), qwen2.5-7b, mistral-7b, qwen2.5-14b, ...
+    peak_tflops: float = 0.0
+    bandwidth_gbs: float = 0.0
+    memory_gib: float = 0.0
+    params_b: float = 0.0
+    kv_bytes_per_token: int = 0
+    mfu: float = 0.5  # share of peak FLOP/s a prefill reaches
+    bandwidth_efficiency: float = 0.77  # share of peak bandwidth a decode step reaches
+    step_overhead_ms: float = 0.0  # fixed cost of every step (scheduling, kernel launches)
+    gpu_memory_utilization: float = 0.9  # as vLLM's flag: the share of memory for weights + KV cache
+    max_batched_tokens: int = 2048  # token budget of one step (vLLM's max_num_batched_tokens)
+    kv_capacity_tokens: int = 0  # KV cache size in tokens; 0 = from the profile, unbounded without one
+    block_size: int = 16  # KV cache block (page) size in tokens
 
     @classmethod
     def from_opts(cls, opts: dict[str, str]) -> SimOptions:
-        """Parse `--engine-opt` strings, refusing unknown keys."""
+        """Parse `--engine-opt` strings, refusing unknown keys and names."""
         out = parse_options(cls, opts, "sim")
-        if any(getattr(out, f) < 0 for f in cls.__dataclass_fields__):
-            raise ValueError("sim engine options must be >= 0")
+        for f in cls.__dataclass_fields__:
+            value = getattr(out, f)
+            if isinstance(value, int | float) and value < 0:
+                raise ValueError(f"sim engine option {f} must be >= 0")
+        if out.gpu and out.gpu not in GPUS:
+            raise ValueError(f"unknown gpu {out.gpu!r}; known: {sorted(GPUS)}")
+        if out.model and out.model not in MODELS:
+            raise ValueError(f"unknown model {out.model!r}; known: {sorted(MODELS)}")
+        if out.max_batched_tokens < 1 or out.block_size < 1:
+            raise ValueError("sim engine options max_batched_tokens and block_size must be >= 1")
         return out
 
 
+@dataclass(frozen=True)
+class StepTiming:
+    """The roofline of one step, resolved from the options (profile constants, then hand-set ones)."""
+
+    token_s: float  # compute seconds per token in a step
+    weights_s: float  # memory seconds to read the weights once (the step time at batch 1)
+    kv_token_s: float  # memory seconds to read one token's KV cache
+    batch_slowdown: float
+    overhead_s: float
+    kv_capacity_tokens: int | None  # None: unbounded
+
+    @classmethod
+    def from_options(cls, o: SimOptions) -> StepTiming:
+        """Fill what a gpu/model profile gives, let hand-set constants win."""
+        gpu = GPUS.get(o.gpu)
+        model = MODELS.get(o.model or ("llama-3.1-8b" if gpu else ""))
+        peak = (o.peak_tflops or (gpu.peak_tflops if gpu else 0.0)) * 1e12
+        bandwidth = (o.bandwidth_gbs or (gpu.bandwidth_gbs if gpu else 0.0)) * 1e9
+        memory = (o.memory_gib or (gpu.memory_gib if gpu else 0.0)) * GIB
+        params = (o.params_b or (model.params_b if model else 0.0)) * 1e9
+        kv_bytes = o.kv_bytes_per_token or (model.kv_bytes_per_token if model else 0)
+        weight_bytes = params * (model.dtype_bytes if model else 2)
+        if o.prefill_tps > 0:
+            token_s = 1.0 / o.prefill_tps
+        elif peak > 0 and params > 0:
+            token_s = 2.0 * params / (peak * o.mfu)
+        else:
+            token_s = 0.0
+        eff_bw = bandwidth * o.bandwidth_efficiency
+        if o.decode_tpot_ms > 0:
+            weights_s = o.decode_tpot_ms / 1000.0
+        else:
+            weights_s = weight_bytes / eff_bw if eff_bw > 0 else 0.0
+        kv_token_s = kv_bytes / eff_bw if eff_bw > 0 else 0.0
+        capacity: int | None = None
+        if o.kv_capacity_tokens > 0:
+            capacity = o.kv_capacity_tokens
+        elif memory > 0 and kv_bytes > 0:
+            capacity = max(0, int((memory * o.gpu_memory_utilization - weight_bytes) // kv_bytes))
+            if capacity == 0:
+                raise ValueError(f"the model's weights ({weight_bytes / GIB:.1f} GiB) leave no KV cache")
+        return cls(token_s, weights_s, kv_token_s, o.batch_slowdown, o.step_overhead_ms / 1000.0, capacity)
+
+    def step_s(self, tokens: int, seqs: int, kv_tokens_read: int) -> float:
+        """Duration of a step that computes `tokens` for `seqs` sequences reading that much KV cache."""
+        if tokens == 0:
+            return 0.0
+        compute = tokens * self.token_s
+        memory = self.weights_s * (1.0 + self.batch_slowdown * (seqs - 1)) + kv_tokens_read * self.kv_token_s
+        return self.overhead_s + max(compute, memory)
+
+
+@dataclass(eq=False)
+class _Seq:
+    """One request inside the engine."""
+
+    prompt_tokens: int
+    max_tokens: int
+    prefill_target: int  # tokens to prefill: the prompt, or prompt + output after a preemption
+    prefilled: int = 0
+    produced: int = 0
+    blocks: int = 0
+    done: bool = False
+    cancelled: bool = False
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def context(self) -> int:
+        """Tokens whose KV this sequence holds once prefilled."""
+        return self.prompt_tokens + self.produced
+
+
+@dataclass
+class Step:
+    """One planned engine step: its decodes, its prefill chunks, and how long it lasts."""
+
+    decodes: list[_Seq]
+    chunks: list[tuple[_Seq, int]]
+    duration_s: float
+
+
 class SimEngine:
-    """Simulated engine: sleeps as a GPU serving engine would, answers with deterministic words."""
+    """Simulated engine: one engine loop schedules steps; answers are deterministic words."""
 
     kind = "sim"
 
     def __init__(self, options: SimOptions | None = None) -> None:
         self.options = options or SimOptions()
-        self._running = 0
+        self.timing = StepTiming.from_options(self.options)
+        cap = self.timing.kv_capacity_tokens
+        self._total_blocks = None if cap is None else cap // self.options.block_size
+        self._free_blocks = self._total_blocks or 0
+        self._running: list[_Seq] = []  # admission order
+        self._waiting: collections.deque[_Seq] = collections.deque()
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._any_cancelled = False
+        self.steps = 0
+        self.preemptions = 0
 
     async def start(self) -> None:
-        """Nothing to load."""
+        """Start the engine loop."""
+        self._ensure_loop()
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Stop the engine loop."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="sim-engine-loop")
+
+    # ---- what the engine reports ----------------------------------------------------------------------
 
     def load(self) -> EngineLoad:
-        """Running count and the speeds of the timing model."""
-        o = self.options
+        """What vLLM exposes: running, waiting, KV-cache usage; plus the speeds of the timing model."""
+        t = self.timing
+        budget = self.options.max_batched_tokens
+        full_step = t.step_s(budget, 1, 0)
+        n = max(1, len(self._running))
+        ctx = sum(s.context for s in self._running) if self._running else 0
         return EngineLoad(
-            running=self._running,
-            prefill_tps=o.prefill_tps,
-            tpot_ms=o.decode_tpot_ms * (1 + o.batch_slowdown * max(0, self._running - 1)),
+            running=len(self._running),
+            waiting=len(self._waiting),
+            prefill_tps=budget / full_step if full_step > 0 else 0.0,
+            tpot_ms=t.step_s(n, n, ctx) * 1000.0,
+            kv_cache_usage=self.kv_cache_usage(),
+            prefill_backlog=sum(s.prefill_target - s.prefilled for s in (*self._running, *self._waiting)),
         )
 
+    def kv_cache_usage(self) -> float | None:
+        """Share of KV blocks in use, or None when the cache is unbounded."""
+        if not self._total_blocks:
+            return None
+        return 1.0 - self._free_blocks / self._total_blocks
+
     def context_length(self, model: str) -> int | None:
-        """The configured context length (0 = unbounded)."""
-        return self.options.context_length or None
+        """The configured context length, bounded by the KV cache (0 = unbounded)."""
+        limit = self.options.context_length or None
+        cap = self.timing.kv_capacity_tokens
+        if cap is not None:
+            limit = min(limit, cap) if limit else cap
+        return limit
+
+    # ---- the engine loop ----------------------------------------------------------------------------
+
+    def _blocks_for(self, tokens: int) -> int:
+        return math.ceil(tokens / self.options.block_size)
+
+    def _grow(self, s: _Seq, tokens: int) -> bool:
+        """Give `s` blocks for `tokens` tokens; False when the cache has too few free."""
+        if self._total_blocks is None:
+            return True
+        need = self._blocks_for(tokens) - s.blocks
+        if need > self._free_blocks:
+            return False
+        self._free_blocks -= max(0, need)
+        s.blocks += max(0, need)
+        return True
+
+    def _release(self, s: _Seq) -> None:
+        if self._total_blocks is not None:
+            self._free_blocks += s.blocks
+        s.blocks = 0
+
+    def _preempt(self, s: _Seq) -> None:
+        """Recompute preemption: drop its KV, re-prefill prompt + output when there is room again."""
+        self._running.remove(s)
+        self._release(s)
+        s.prefilled = 0
+        s.prefill_target = s.context
+        self._waiting.appendleft(s)
+        self.preemptions += 1
+
+    def _schedule(self) -> tuple[list[_Seq], list[tuple[_Seq, int]]]:
+        """The next step's decodes and prefill chunks (and the KV blocks they need)."""
+        budget = self.options.max_batched_tokens
+        decodes: list[_Seq] = []
+        preempted: set[int] = set()
+        for s in list(self._running):  # oldest first; victims come from the newest end
+            if id(s) in preempted or s.prefilled < s.prefill_target:
+                continue
+            while not self._grow(s, s.context + 1):
+                victim = self._running[-1]
+                self._preempt(victim)  # the newest request gives its blocks back (maybe `s` itself)
+                preempted.add(id(victim))
+                if victim is s:
+                    break
+            if id(s) not in preempted:
+                decodes.append(s)
+        budget -= len(decodes)
+        chunks: list[tuple[_Seq, int]] = []
+        for s in self._running:
+            if budget <= 0:
+                break
+            if s.prefilled < s.prefill_target:
+                n = min(budget, s.prefill_target - s.prefilled)
+                chunks.append((s, n))
+                budget -= n
+        while self._waiting and budget > 0:
+            s = self._waiting[0]
+            if not self._grow(s, s.prefill_target + 1):
+                break  # admission waits for KV blocks
+            self._waiting.popleft()
+            self._running.append(s)
+            n = min(budget, s.prefill_target)
+            chunks.append((s, n))
+            budget -= n
+        return decodes, chunks
+
+    def _apply(self, decodes: list[_Seq], chunks: list[tuple[_Seq, int]]) -> list[_Seq]:
+        """The step is over: decodes made a token each; a finished prefill samples its next token."""
+        touched: list[_Seq] = []
+        for s in decodes:
+            s.produced += 1
+            touched.append(s)
+        for s, n in chunks:
+            s.prefilled += n
+            if s.prefilled >= s.prefill_target:
+                s.produced += 1
+                touched.append(s)
+        for s in touched:
+            if s.produced >= s.max_tokens:
+                s.done = True
+                self._running.remove(s)
+                self._release(s)
+            s.event.set()
+        return touched
+
+    def _drop_cancelled(self) -> None:
+        if not self._any_cancelled:
+            return
+        self._any_cancelled = False
+        for s in [s for s in self._running if s.cancelled]:
+            self._running.remove(s)
+            self._release(s)
+        if any(s.cancelled for s in self._waiting):
+            self._waiting = collections.deque(s for s in self._waiting if not s.cancelled)
+
+    @property
+    def busy(self) -> bool:
+        """Whether any request is inside the engine."""
+        return bool(self._running or self._waiting)
+
+    def plan_step(self) -> Step | None:
+        """Schedule the next step (None: nothing can run); `finish_step` applies it after `duration_s`."""
+        self._drop_cancelled()
+        while self._running or self._waiting:
+            decodes, chunks = self._schedule()
+            tokens = len(decodes) + sum(n for _, n in chunks)
+            if tokens:
+                kv_read = sum(s.context for s in decodes) + sum(s.prefilled for s, _ in chunks)
+                dt = self.timing.step_s(tokens, len(decodes) + len(chunks), kv_read)
+                return Step(decodes, chunks, dt)
+            # the engine is empty and the oldest prompt alone exceeds the KV cache: refuse it
+            s = self._waiting.popleft()
+            s.cancelled = True
+            s.event.set()
+        return None
+
+    def finish_step(self, step: Step) -> list[_Seq]:
+        """The step's time has passed: apply it; the sequences that made a token."""
+        self.steps += 1
+        return self._apply(step.decodes, step.chunks)
+
+    def submit(self, prompt_tokens: int, max_tokens: int) -> _Seq:
+        """Queue a request in the engine (the async path and virtual-time calibration both use it)."""
+        seq = _Seq(prompt_tokens, max_tokens, prompt_tokens)
+        self._waiting.append(seq)
+        self._wake.set()
+        return seq
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_t = loop.time()
+        while True:
+            step = self.plan_step()
+            if step is None:
+                self._wake.clear()
+                await self._wake.wait()
+                next_t = loop.time()
+                continue
+            now = loop.time()
+            next_t = max(next_t, now - _MAX_DEBT_S) + step.duration_s
+            await asyncio.sleep(max(0.0, next_t - now))
+            self.finish_step(step)
+
+    # ---- one request ------------------------------------------------------------------------------
 
     async def generate(self, request: CompletionRequest, model: str) -> AsyncIterator[Delta]:
-        """Stream `max_tokens` deterministic words, timed by the model above."""
+        """Queue the request in the engine loop; stream its words as the steps produce them."""
         text = prompt_text(request)
-        prompt_tokens = len(text.split())
+        prompt_tokens = max(1, len(text.split()))
         digest = hashlib.sha256(f"{model}\0{text}\0{request.seed}".encode()).digest()
         rng = _SplitMix(int.from_bytes(digest[:8], "little"))
         # a separate draw, so a cheater's honest answers are word for word an honest engine's
@@ -106,29 +409,34 @@ class SimEngine:
             self.options.corrupt
         )
         stops = request.stop_list()
-        self._running += 1
+        self._ensure_loop()
+        seq = self.submit(prompt_tokens, request.max_tokens)
+        produced = ""
+        emitted = 0
         try:
-            o = self.options
-            if o.prefill_tps > 0:
-                await asyncio.sleep(prompt_tokens / o.prefill_tps)
-            produced = ""
-            for i in range(request.max_tokens):
-                if o.decode_tpot_ms > 0:
-                    step = o.decode_tpot_ms * (1 + o.batch_slowdown * max(0, self._running - 1))
-                    await asyncio.sleep(step / 1000.0)
-                elif i % 64 == 63:
-                    await asyncio.sleep(0)  # stay fair to other tasks when instant
-                word = rng.choice(_WORDS) if not corrupt else "".join(rng.choice(_JUNK) for _ in range(5))
-                piece = word if i == 0 else " " + word
-                cut, stopped = apply_stop(produced + piece, stops)
-                if stopped:
-                    yield Delta(cut[len(produced) :], "stop", prompt_tokens, i)
-                    return
+            while True:
+                await seq.event.wait()
+                seq.event.clear()
+                if seq.cancelled and not seq.done:
+                    raise RuntimeError("the prompt does not fit the KV cache")
+                piece = ""
+                while emitted < seq.produced:
+                    word = rng.choice(_WORDS) if not corrupt else "".join(rng.choice(_JUNK) for _ in range(5))
+                    piece += word if emitted == 0 else " " + word
+                    emitted += 1
+                if stops:
+                    cut, stopped = apply_stop(produced + piece, stops)
+                    if stopped:
+                        yield Delta(cut[len(produced) :], "stop", prompt_tokens, emitted)
+                        return
                 produced += piece
-                last = i == request.max_tokens - 1
-                if last:
-                    yield Delta(piece, "length", prompt_tokens, i + 1)
-                else:
+                if seq.done:
+                    yield Delta(piece, "length", prompt_tokens, emitted)
+                    return
+                if piece:
                     yield Delta(piece)
         finally:
-            self._running -= 1
+            if not seq.done:
+                seq.cancelled = True
+                self._any_cancelled = True
+                self._wake.set()

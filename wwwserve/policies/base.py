@@ -35,6 +35,7 @@ class ServerState:
     queue_limit: int = 0
     prefill_tps: float = 0.0  # 0 = unknown
     tpot_ms: float = 0.0  # 0 = unknown
+    prefill_backlog: int = 0  # prompt tokens ahead in the engine's shared prefill
     ttft_ms: float = 0.0  # recent mean
     latency_ms: float = 0.0  # recent mean
     network_share: float = 1.0

@@ -17,8 +17,8 @@ class Estimate:
 
 def service_ms(req: RequestInfo, s: ServerState) -> tuple[float, float]:
     """Prefill and decode time of `req` on `s` once it runs, from speeds or recent means."""
-    if s.prefill_tps > 0:
-        prefill = req.prompt_tokens / s.prefill_tps * 1000.0
+    if s.prefill_tps > 0:  # prefill is shared: the prompts already inside go first
+        prefill = (s.prefill_backlog + req.prompt_tokens) / s.prefill_tps * 1000.0
     else:
         prefill = s.ttft_ms
     decode = max(0, req.max_tokens - 1) * s.tpot_ms

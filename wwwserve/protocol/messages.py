@@ -122,6 +122,7 @@ class Heartbeat(BaseModel):
     tpot_ms: float = 0.0
     prefill_tps: float = 0.0
     kv_cache_usage: float | None = Field(None, description="share of the engine's KV cache in use, 0..1")
+    prefill_backlog: int = Field(0, description="prompt tokens in the engine not yet prefilled")
     price: float = 0.0
     stake: float = 0.0
     network_share: float = 1.0
