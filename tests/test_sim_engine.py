@@ -84,3 +84,11 @@ def test_gpu_profiles_stay_below_their_roofline() -> None:
         SimOptions.from_opts({"gpu": "tpu-v5"})
     with pytest.raises(ValueError, match="leave no KV cache"):
         SimEngine(SimOptions.from_opts({"gpu": "l4", "model": "qwen2.5-14b"}))
+
+
+def test_calibration_is_within_15_percent_of_every_published_point() -> None:
+    """The sim replays each published vLLM workload in virtual time (no sleeping: deterministic)."""
+    from wwwserve.bench.calibration import calibrate
+
+    rows = calibrate()
+    assert rows and all(abs(r["error"]) <= 0.15 for r in rows), [(r["metric"], r["error"]) for r in rows]

@@ -177,11 +177,21 @@ def bench(
         typer.Option("--gateway", help="measure concurrent OpenAI streams through the gateway vs direct"),
     ] = False,
     duels: Annotated[bool, typer.Option("--duels", help="measure duels needed to catch a cheater")] = False,
+    sim: Annotated[
+        bool,
+        typer.Option("--sim", help="sim engine: calibration vs published vLLM numbers, and its CPU cost"),
+    ] = False,
     corrupt: Annotated[float, typer.Option(help="--duels: the cheater's share of garbage answers")] = 0.1,
     concurrency: Annotated[int, typer.Option(help="--gateway: streams in flight")] = 64,
     requests: Annotated[int, typer.Option(help="--gateway: requests per path")] = 640,
 ) -> None:
     """Benchmark: the same trace through isolated providers, wwwserve dispatch and a central scheduler."""
+    if sim:
+        from wwwserve.bench.calibration import run_sim_bench
+
+        res = asyncio.run(run_sim_bench())
+        typer.echo(json.dumps(res) if json_out else json.dumps(res, indent=2))
+        return
     if duels:
         from wwwserve.bench.duels import run_duels
 

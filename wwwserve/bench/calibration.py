@@ -1,0 +1,149 @@
+"""`wwwserve bench --sim`: the sim engine against published vLLM measurements, and what it costs to run.
+
+Calibration replays each published benchmark's workload (fixed input and output lengths, a fixed number
+of requests in flight, as `vllm bench serve --max-concurrency C --request-rate inf` does) through the
+sim engine's own scheduler in virtual time, so a sweep takes milliseconds and no sleeping. Cost runs
+the real asyncio engine loop with many concurrent requests and reads the process's CPU time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from wwwserve.engines.sim import SimEngine, SimOptions
+from wwwserve.protocol.messages import CompletionRequest
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published vLLM measurement: the workload, what was measured, and where it was published."""
+
+    gpu: str
+    model: str
+    input_len: int
+    output_len: int
+    concurrency: int
+    metric: (
+        str  # "output_tps" (all requests), "ttft_ms", "tpot_ms" (means), "speedup_vs_c1" (output_tps ratio)
+    )
+    value: float
+    source: str
+
+
+# Published points (BF16 weights, one GPU, vLLM). Add rows as more become known; the table in
+# docs/benchmarks.md is printed from this list.
+_MUSGRAVE = "J. Musgrave, 'vLLM throughput-latency sweep on NVIDIA A100' (vLLM 0.23, 1024 in / 128 out)"
+_LIGHT_LOAD = "Ori and Cloudach posts on vLLM + Llama 3 8B on A100: 100-250 ms TTFT at light load (low end)"
+PUBLISHED: list[Published] = [
+    Published("a100-40gb", "llama-3.1-8b", 1024, 128, 1, "tpot_ms", 13.3, _MUSGRAVE + ": ~75 tok/s at C=1"),
+    Published("a100-40gb", "llama-3.1-8b", 1024, 128, 8, "speedup_vs_c1", 6.6, _MUSGRAVE + ": 6.6x at C=8"),
+    Published("a100-40gb", "llama-3.1-8b", 1024, 128, 1, "ttft_ms", 100.0, _LIGHT_LOAD),
+]
+
+
+def closed_loop(
+    options: SimOptions, input_len: int, output_len: int, concurrency: int, n: int
+) -> dict[str, float]:
+    """`n` requests, `concurrency` in flight at once, through the engine's scheduler in virtual time."""
+    engine = SimEngine(options)
+    clock = 0.0
+    started: dict[object, float] = {}  # by sequence object (identity): ids of freed objects get reused
+    first: dict[object, float] = {}
+    ended: dict[object, float] = {}
+    submitted = 0
+    inflight = 0
+    while submitted < n or engine.busy:
+        while submitted < n and inflight < concurrency:
+            seq = engine.submit(input_len, output_len)
+            started[seq] = clock
+            submitted += 1
+            inflight += 1
+        step = engine.plan_step()
+        if step is None:
+            break
+        clock += step.duration_s
+        for seq in engine.finish_step(step):
+            first.setdefault(seq, clock)
+            if seq.done:
+                ended[seq] = clock
+                inflight -= 1
+    ttfts = [first[k] - started[k] for k in ended]
+    tpots = [(ended[k] - first[k]) / max(1, output_len - 1) for k in ended]
+    return {
+        "output_tps": output_len * len(ended) / clock if clock else 0.0,
+        "ttft_ms": 1000 * sum(ttfts) / len(ttfts),
+        "tpot_ms": 1000 * sum(tpots) / len(tpots),
+        "preemptions": float(engine.preemptions),
+    }
+
+
+def calibrate() -> list[dict[str, Any]]:
+    """Every published point beside the sim's value for the same workload, with the relative error."""
+    rows = []
+    for p in PUBLISHED:
+        opts = SimOptions.from_opts({"gpu": p.gpu, "model": p.model})
+        sim = closed_loop(opts, p.input_len, p.output_len, p.concurrency, max(20, 20 * p.concurrency))
+        if p.metric == "speedup_vs_c1":
+            alone = closed_loop(opts, p.input_len, p.output_len, 1, 20)
+            value = sim["output_tps"] / alone["output_tps"]
+        else:
+            value = sim[p.metric]
+        rows.append({**asdict(p), "sim": round(value, 2), "error": round(value / p.value - 1.0, 3)})
+    return rows
+
+
+def roofline() -> list[dict[str, Any]]:
+    """Each GPU profile's saturated prefill throughput (4,096-token prompts) beside its roofline limit."""
+    from wwwserve.engines.hardware import GPUS, MODELS
+
+    out = []
+    for gpu in GPUS.values():
+        model = MODELS["llama-3.1-8b"]
+        opts = SimOptions.from_opts({"gpu": gpu.name, "model": model.name})
+        sim = closed_loop(opts, 4096, 1, 64, 256)
+        limit = gpu.peak_tflops * 1e12 / (2 * model.params_b * 1e9)
+        prefill_tps = sim["output_tps"] * 4096  # one output token per prompt
+        out.append(
+            {
+                "gpu": gpu.name,
+                "model": model.name,
+                "prefill_tps": round(prefill_tps),
+                "roofline_tps": round(limit),
+            }
+        )
+    return out
+
+
+async def engine_cost(concurrent: int = 200, seconds: float = 10.0) -> dict[str, Any]:
+    """CPU share of one core used by the real engine loop serving `concurrent` requests at a time."""
+    engine = SimEngine(SimOptions.from_opts({"gpu": "h100", "model": "llama-3.1-8b"}))
+    req = CompletionRequest(prompt=" ".join(["w"] * 512), max_tokens=256)
+    served = 0
+    stop = time.monotonic() + seconds
+
+    async def user(i: int) -> None:
+        nonlocal served
+        while time.monotonic() < stop:
+            async for _ in engine.generate(req.model_copy(update={"seed": i * 100_000 + served}), "m"):
+                pass
+            served += 1
+
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.gather(*(user(i) for i in range(concurrent)))
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    await engine.close()
+    return {
+        "concurrent": concurrent,
+        "wall_s": round(wall, 2),
+        "cpu_share_of_one_core": round(cpu / wall, 3),
+        "requests_served": served,
+        "engine_steps": engine.steps,
+    }
+
+
+async def run_sim_bench() -> dict[str, Any]:
+    """The calibration table, the roofline check and the cost of the engine loop."""
+    return {"calibration": calibrate(), "roofline": roofline(), "cost": await engine_cost()}
