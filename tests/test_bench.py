@@ -90,7 +90,10 @@ def test_bench_runs_every_policy_and_writes_its_outputs(tmp_path: Path) -> None:
             "served_by_provider",
             "forwarded_share",
             "failed",
+            "e2e_slo_curve",
         }
+        curve = s["e2e_slo_curve"]
+        assert [t for t, _ in curve] == sorted(t for t, _ in curve) and curve[-1][1] == 1.0
         assert s["failed"] == 0 and sum(s["served_by_provider"].values()) == 16
     assert doc["policies"]["isolated"]["forwarded_share"] == 0.0
     assert {p.name for p in out.iterdir()} >= {
@@ -99,4 +102,33 @@ def test_bench_runs_every_policy_and_writes_its_outputs(tmp_path: Path) -> None:
         "slo_attainment.png",
         "latency_cdf.png",
         "load_per_provider.png",
+        "e2e_slo_curve.png",
     }
+    ratio = doc["policies"]["wwwserve"]["e2e_slo_ratio_vs_isolated"]
+    assert ratio["best"] >= ratio["worst"] > 0
+
+
+def test_shifted_split_gives_each_provider_its_own_window(tmp_path: Path) -> None:
+    rows = "".join(f"2023-11-16 18:00:{s:02d}.0000000,{100 + s},{1 + s % 5}\n" for s in range(40))
+    (tmp_path / "trace.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + rows)
+    text = SCENARIO.replace('split = "weighted"\nweights = [0.8, 0.2]', 'split = "shifted"\nshift_s = 10')
+    (tmp_path / "s.toml").write_text(text.replace("duration_s = 4", "start_s = 5\nduration_s = 8"))
+    a = arrivals(load_scenario(tmp_path / "s.toml"))
+    # provider 0 replays trace seconds 5..12, provider 1 seconds 15..22, both from replay time 0
+    assert sorted(x.prompt_tokens - 100 for x in a if x.origin == "slow") == list(range(5, 13))
+    assert sorted(x.prompt_tokens - 100 for x in a if x.origin == "fast") == list(range(15, 23))
+    assert [x.at_s for x in a] == sorted(x.at_s for x in a) and a[-1].at_s < 4.0  # time_scale 2
+    assert [x.index for x in a] == list(range(16))
+
+
+def test_e2e_slo_curve_and_its_best_and_worst_ratio() -> None:
+    from wwwserve.bench.report import curve_ratios, e2e_slo_curve
+    from wwwserve.bench.runner import Record
+
+    def rec(e2e: float | None, error: str = "") -> Record:
+        return Record(0, "p", 10, 5, 0.0, ttft_ms=e2e, e2e_ms=e2e, provider="p", error=error)
+
+    ours = e2e_slo_curve([rec(100), rec(300), rec(900), rec(None, "overloaded")], [200, 500, 1000])
+    base = e2e_slo_curve([rec(400), rec(800), rec(2000), rec(3000)], [200, 500, 1000])
+    assert ours == [[200, 0.25], [500, 0.5], [1000, 0.75]] and base == [[200, 0.0], [500, 0.25], [1000, 0.5]]
+    assert curve_ratios(ours, base) == {"best": 2.0, "best_at_ms": 500, "worst": 1.5, "worst_at_ms": 1000}

@@ -63,6 +63,7 @@ class Agent:
                 )
             self.models[tok] = m
         self.slots = Slots(settings.max_concurrency, settings.max_queue, on_change=self.notify_load_changed)
+        self.accepted_prefill = 0  # prompt tokens accepted here but not yet handed to the engine
         self.stats = ServingStats.new()
         self.peers = PeerTable(self.name, settings.peer_expiry_s)
         self.log = log.bind(provider=self.name)
@@ -307,7 +308,7 @@ class Agent:
             tpot_ms=round(load.tpot_ms or s.tpot_ms.value, 3),
             prefill_tps=round(load.prefill_tps or s.prefill_tps.value, 1),
             kv_cache_usage=None if load.kv_cache_usage is None else round(load.kv_cache_usage, 3),
-            prefill_backlog=load.prefill_backlog,
+            prefill_backlog=load.prefill_backlog + self.accepted_prefill,
             price=self.settings.price,
             network_share=self.settings.network_share,
             stake=self.credits.ledger.view.stakes.get(self.name, 0.0),

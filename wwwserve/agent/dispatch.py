@@ -188,7 +188,7 @@ class Dispatcher:
             queued=a.slots.queued,
             queue_limit=a.slots.queue_limit,
             prefill_tps=load.prefill_tps or a.stats.prefill_tps.value,
-            prefill_backlog=load.prefill_backlog,
+            prefill_backlog=load.prefill_backlog + a.accepted_prefill,
             tpot_ms=load.tpot_ms or a.stats.tpot_ms.value,
             ttft_ms=a.stats.ttft_ms.value,
             latency_ms=a.stats.latency_ms.value,
@@ -268,42 +268,51 @@ class Dispatcher:
         self, req: CompletionRequest, model: str, routing: Routing, writer: ReplyWriter, received: float
     ) -> None:
         agent = self.agent
-        # the slots report their own changes to the agent (heartbeats)
-        async with agent.slots.acquire():
-            started = time.monotonic()
-            first: float | None = None
-            parts: list[str] = []
-            finish, usage = "stop", Usage()
-            try:
-                async for d in _watch_stalls(
-                    agent.engine.generate(req, model), agent.settings.engine_stall_s
-                ):
-                    if d.text:
-                        if first is None:
-                            first = time.monotonic()
-                        parts.append(d.text)
-                        if req.stream:
-                            await writer.chunk(d.text)
-                    if d.finish_reason:
-                        finish = d.finish_reason
-                        usage = Usage(prompt_tokens=d.prompt_tokens, completion_tokens=d.completion_tokens)
-            except EngineStalled as exc:
-                agent.mark_engine_unhealthy(str(exc))
-                raise BackendError(str(exc)) from None
-            except WWWServeError:
-                raise
-            except (TimeoutError, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                raise BackendError(f"engine {agent.engine.kind} failed: {exc!r}") from exc
-            done = time.monotonic()
-            first = first or done
-            agent.stats.record(
-                (first - started) * 1000,
-                (done - started) * 1000,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-            )
+        # until the engine has it, its prompt is prefill work ahead of later requests (policy estimates)
+        waiting_prompt = estimate_prompt_tokens(req)
+        agent.accepted_prefill += waiting_prompt
+        try:
+            async with agent.slots.acquire():  # the slots report their changes (heartbeats)
+                agent.accepted_prefill -= waiting_prompt
+                waiting_prompt = 0
+                started = time.monotonic()
+                first: float | None = None
+                parts: list[str] = []
+                finish, usage = "stop", Usage()
+                try:
+                    async for d in _watch_stalls(
+                        agent.engine.generate(req, model), agent.settings.engine_stall_s
+                    ):
+                        if d.text:
+                            if first is None:
+                                first = time.monotonic()
+                            parts.append(d.text)
+                            if req.stream:
+                                await writer.chunk(d.text)
+                        if d.finish_reason:
+                            finish = d.finish_reason
+                            usage = Usage(
+                                prompt_tokens=d.prompt_tokens, completion_tokens=d.completion_tokens
+                            )
+                except EngineStalled as exc:
+                    agent.mark_engine_unhealthy(str(exc))
+                    raise BackendError(str(exc)) from None
+                except WWWServeError:
+                    raise
+                except (TimeoutError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    raise BackendError(f"engine {agent.engine.kind} failed: {exc!r}") from exc
+                done = time.monotonic()
+                first = first or done
+                agent.stats.record(
+                    (first - started) * 1000,
+                    (done - started) * 1000,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                )
+        finally:
+            agent.accepted_prefill -= waiting_prompt
         agent.metrics.served(first - received, done - received, usage.completion_tokens)
         if routing.hops > 0 and routing.origin and routing.origin != agent.name:
             writer.extra_final_headers[RECEIPT_HEADER] = agent.credits.server_half(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import csv
 import statistics
 from collections import Counter
@@ -38,6 +39,33 @@ def meets_slo(r: Record, w: Workload) -> bool:
     return True
 
 
+def slo_thresholds(w: Workload, points: int = 40) -> list[float]:
+    """The e2e thresholds of the SLO-attainment sweep: geometric from 250 ms to the deadline."""
+    lo, hi = 250.0, w.timeout_s * 1000.0
+    return [round(lo * (hi / lo) ** (i / (points - 1)), 1) for i in range(points)]
+
+
+def e2e_slo_curve(records: list[Record], thresholds: list[float]) -> list[list[float]]:
+    """The reference implementation's "global SLO attainment": share of requests with e2e <= T, per T."""
+    lat = sorted(r.e2e_ms for r in records if not r.error and r.e2e_ms is not None)
+    n = len(records)
+    return [[t, round(bisect.bisect_right(lat, t) / n, 4) if n else 0.0] for t in thresholds]
+
+
+def curve_ratios(ours: list[list[float]], base: list[list[float]]) -> dict[str, float | None]:
+    """Best and worst ratio of two e2e SLO curves over the thresholds where the base attains something."""
+    ratios = [(a[1] / b[1], a[0]) for a, b in zip(ours, base, strict=True) if b[1] > 0]
+    if not ratios:
+        return {"best": None, "best_at_ms": None, "worst": None, "worst_at_ms": None}
+    best, worst = max(ratios), min(ratios)
+    return {
+        "best": round(best[0], 3),
+        "best_at_ms": best[1],
+        "worst": round(worst[0], 3),
+        "worst_at_ms": worst[1],
+    }
+
+
 def summarize(records: list[Record], w: Workload) -> dict[str, Any]:
     """The per-policy figures of `wwwserve bench --json`."""
     ok = [r for r in records if not r.error and r.e2e_ms is not None]
@@ -56,6 +84,7 @@ def summarize(records: list[Record], w: Workload) -> dict[str, Any]:
         "forwarded_share": round(sum(r.provider != r.origin for r in ok) / len(ok), 4) if ok else 0.0,
         "failed": n - len(ok),
         "errors": dict(Counter(r.error for r in records if r.error)),
+        "e2e_slo_curve": e2e_slo_curve(records, slo_thresholds(w)),
     }
 
 
@@ -132,6 +161,18 @@ def write_plots(out: Path, results: dict[str, dict[str, Any]], records: dict[str
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "latency_cdf.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for policy, s in results.items():
+        curve = s["e2e_slo_curve"]
+        ax.plot([t / 1000 for t, _ in curve], [share for _, share in curve], label=policy)
+    ax.set_xscale("log")
+    ax.set_xlabel("e2e latency threshold T (s)")
+    ax.set_ylabel("share of requests with e2e <= T")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "e2e_slo_curve.png", dpi=120)
     plt.close(fig)
 
     names = sorted({r.provider for recs in records.values() for r in recs if r.provider})

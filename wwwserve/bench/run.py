@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from wwwserve.bench.report import summarize, table, write_csv, write_plots
+from wwwserve.bench.report import curve_ratios, summarize, table, write_csv, write_plots
 from wwwserve.bench.runner import POLICY_FLAGS, Record, run_policy
 from wwwserve.bench.scenario import load_scenario
 from wwwserve.bench.workload import arrivals
@@ -31,6 +31,11 @@ async def run_bench(path: Path, policies: list[str], json_out: bool, out: Path |
             task = progress.add_task(f"{scenario.name}: {policy}", total=len(todo))
             records[policy] = await run_policy(scenario, policy, todo, partial(progress.advance, task))
     results = {p: summarize(r, scenario.workload) for p, r in records.items()}
+    if "isolated" in results:  # the reference's headline: best (and worst) ratio over the e2e sweep
+        base = results["isolated"]["e2e_slo_curve"]
+        for name, s in results.items():
+            if name != "isolated":
+                s["e2e_slo_ratio_vs_isolated"] = curve_ratios(s["e2e_slo_curve"], base)
     doc = {"scenario": scenario.name, "requests": len(todo), "policies": results}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

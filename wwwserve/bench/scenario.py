@@ -18,8 +18,13 @@ class Workload(BaseModel):
     start_s: float = Field(0.0, ge=0, description="offset into the trace")
     duration_s: float = Field(60.0, gt=0, description="trace seconds to replay")
     time_scale: float = Field(1.0, gt=0, description="replay speed-up: 2 sends the slice in half the time")
-    split: Literal["round-robin", "weighted"] = "round-robin"
+    split: Literal["round-robin", "weighted", "shifted"] = Field(
+        "round-robin",
+        description="round-robin/weighted: one slice, arrivals dealt to providers; shifted: provider i's "
+        "users replay their own slice, starting at start_s + i x shift_s (peaks that do not coincide)",
+    )
     weights: list[float] = Field(default_factory=list, description="share of arrivals per provider")
+    shift_s: float = Field(600.0, ge=0, description="split = shifted: trace offset between providers' users")
     seed: int = 0
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None

@@ -38,25 +38,31 @@ def arrivals(scenario: Scenario) -> list[Arrival]:
     if not rows:
         raise ValueError(f"trace {w.trace} is empty")
     rows.sort()
-    t0 = rows[0][0] + w.start_s
     names = [p.name for p in scenario.providers]
     rng = random.Random(w.seed)
-    out: list[Arrival] = []
-    for ts, ctx, gen in rows:
-        rel = ts - t0
-        if rel < 0 or rel >= w.duration_s:
-            continue
-        i = len(out)
-        origin = (
-            names[i % len(names)] if w.split == "round-robin" else rng.choices(names, weights=w.weights)[0]
+    picked: list[tuple[float, str, int, int]] = []  # (seconds into the replay, origin, prompt, output)
+    if w.split == "shifted":
+        for k, name in enumerate(names):
+            t0 = rows[0][0] + w.start_s + k * w.shift_s
+            picked += [(ts - t0, name, ctx, gen) for ts, ctx, gen in rows if 0 <= ts - t0 < w.duration_s]
+        picked.sort(key=lambda p: p[0])
+    else:
+        t0 = rows[0][0] + w.start_s
+        for ts, ctx, gen in rows:
+            if 0 <= ts - t0 < w.duration_s:
+                i = len(picked)
+                if w.split == "round-robin":
+                    origin = names[i % len(names)]
+                else:
+                    origin = rng.choices(names, weights=w.weights)[0]
+                picked.append((ts - t0, origin, ctx, gen))
+    return [
+        Arrival(
+            index=i,
+            at_s=rel / w.time_scale,
+            origin=origin,
+            prompt_tokens=max(1, min(ctx, w.max_prompt_tokens)),
+            output_tokens=max(1, min(gen, w.max_output_tokens)),
         )
-        out.append(
-            Arrival(
-                index=i,
-                at_s=rel / w.time_scale,
-                origin=origin,
-                prompt_tokens=max(1, min(ctx, w.max_prompt_tokens)),
-                output_tokens=max(1, min(gen, w.max_output_tokens)),
-            )
-        )
-    return out
+        for i, (rel, origin, ctx, gen) in enumerate(picked)
+    ]

@@ -16,12 +16,19 @@ class Estimate:
 
 
 def service_ms(req: RequestInfo, s: ServerState) -> tuple[float, float]:
-    """Prefill and decode time of `req` on `s` once it runs, from speeds or recent means."""
-    if s.prefill_tps > 0:  # prefill is shared: the prompts already inside go first
-        prefill = (s.prefill_backlog + req.prompt_tokens) / s.prefill_tps * 1000.0
+    """Prefill and decode time of `req` on `s` once it runs, from speeds or recent means.
+
+    Prefill is shared by everything in the engine: the prompts already inside are prefilled first
+    (delaying the first token), and the steps that prefill them also hold up every running decode.
+    """
+    decode = max(0, req.max_tokens - 1) * s.tpot_ms
+    if s.prefill_tps > 0:
+        backlog = s.prefill_backlog / s.prefill_tps * 1000.0
+        prefill = backlog + req.prompt_tokens / s.prefill_tps * 1000.0
+        if req.max_tokens > 1:
+            decode += backlog
     else:
         prefill = s.ttft_ms
-    decode = max(0, req.max_tokens - 1) * s.tpot_ms
     return prefill, decode
 
 
