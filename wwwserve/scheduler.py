@@ -116,6 +116,7 @@ class Scheduler:
                 queue_limit=b.queue_limit,
                 prefill_tps=b.prefill_tps,
                 prefill_backlog=b.prefill_backlog,
+                prefill_busy=b.prefill_busy,
                 tpot_ms=b.tpot_ms,
                 ttft_ms=b.ttft_ms,
                 latency_ms=b.latency_ms,

@@ -309,6 +309,7 @@ class Agent:
             prefill_tps=round(load.prefill_tps or s.prefill_tps.value, 1),
             kv_cache_usage=None if load.kv_cache_usage is None else round(load.kv_cache_usage, 3),
             prefill_backlog=load.prefill_backlog + self.accepted_prefill,
+            prefill_busy=round(load.prefill_busy, 3),
             price=self.settings.price,
             network_share=self.settings.network_share,
             stake=self.credits.ledger.view.stakes.get(self.name, 0.0),

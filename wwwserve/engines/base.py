@@ -33,6 +33,7 @@ class EngineLoad:
     tpot_ms: float = 0.0  # time per output token at the current batch, 0 = unknown
     kv_cache_usage: float | None = None  # share of the KV cache in use, 0..1; None = unknown
     prefill_backlog: int = 0  # prompt tokens admitted but not yet prefilled (shared prefill queue)
+    prefill_busy: float = 0.0  # share of recent engine time spent prefilling, 0..1 (stalls decodes)
 
 
 class Engine(Protocol):

@@ -26,6 +26,7 @@ import collections
 import contextlib
 import hashlib
 import math
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -202,6 +203,7 @@ class SimEngine:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._any_cancelled = False
+        self._busy_window: collections.deque[tuple[float, float]] = collections.deque()  # (end, prefill s)
         self.steps = 0
         self.preemptions = 0
 
@@ -236,8 +238,16 @@ class SimEngine:
             prefill_tps=budget / full_step if full_step > 0 else 0.0,
             tpot_ms=t.step_s(n, n, ctx) * 1000.0,
             kv_cache_usage=self.kv_cache_usage(),
+            prefill_busy=self.prefill_busy(),
             prefill_backlog=sum(s.prefill_target - s.prefilled for s in (*self._running, *self._waiting)),
         )
+
+    def prefill_busy(self, window_s: float = 5.0) -> float:
+        """Share of the last `window_s` seconds the engine spent on prefill (decodes wait meanwhile)."""
+        now = time.monotonic()
+        while self._busy_window and self._busy_window[0][0] < now - window_s:
+            self._busy_window.popleft()
+        return min(1.0, sum(d for _, d in self._busy_window) / window_s)
 
     def kv_cache_usage(self) -> float | None:
         """Share of KV blocks in use, or None when the cache is unbounded."""
@@ -372,6 +382,10 @@ class SimEngine:
     def finish_step(self, step: Step) -> list[_Seq]:
         """The step's time has passed: apply it; the sequences that made a token."""
         self.steps += 1
+        if step.chunks:
+            prefill_tokens = sum(n for _, n in step.chunks)
+            share = prefill_tokens / (prefill_tokens + len(step.decodes))
+            self._busy_window.append((time.monotonic(), step.duration_s * share))
         return self._apply(step.decodes, step.chunks)
 
     def submit(self, prompt_tokens: int, max_tokens: int) -> _Seq:

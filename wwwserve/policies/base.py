@@ -36,6 +36,7 @@ class ServerState:
     prefill_tps: float = 0.0  # 0 = unknown
     tpot_ms: float = 0.0  # 0 = unknown
     prefill_backlog: int = 0  # prompt tokens ahead in the engine's shared prefill
+    prefill_busy: float = 0.0  # share of recent engine time spent prefilling (decodes stall meanwhile)
     ttft_ms: float = 0.0  # recent mean
     latency_ms: float = 0.0  # recent mean
     network_share: float = 1.0

@@ -19,9 +19,10 @@ def service_ms(req: RequestInfo, s: ServerState) -> tuple[float, float]:
     """Prefill and decode time of `req` on `s` once it runs, from speeds or recent means.
 
     Prefill is shared by everything in the engine: the prompts already inside are prefilled first
-    (delaying the first token), and the steps that prefill them also hold up every running decode.
+    (delaying the first token), and the steps that prefill them also hold up every running decode;
+    prompts that keep arriving do too, so decoding only gets the share of time prefill leaves it.
     """
-    decode = max(0, req.max_tokens - 1) * s.tpot_ms
+    decode = max(0, req.max_tokens - 1) * s.tpot_ms / (1.0 - min(0.9, s.prefill_busy))
     if s.prefill_tps > 0:
         backlog = s.prefill_backlog / s.prefill_tps * 1000.0
         prefill = backlog + req.prompt_tokens / s.prefill_tps * 1000.0

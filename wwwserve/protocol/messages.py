@@ -123,6 +123,7 @@ class Heartbeat(BaseModel):
     prefill_tps: float = 0.0
     kv_cache_usage: float | None = Field(None, description="share of the engine's KV cache in use, 0..1")
     prefill_backlog: int = Field(0, description="prompt tokens in the engine not yet prefilled")
+    prefill_busy: float = Field(0.0, description="share of recent engine time spent prefilling, 0..1")
     price: float = 0.0
     stake: float = 0.0
     network_share: float = 1.0
