@@ -44,6 +44,15 @@ def test_estimate_formula() -> None:
     assert busy.ttft_ms == pytest.approx(10.0 + 2 / 2 * 1000.0)
 
 
+def test_estimate_counts_shared_prefill() -> None:
+    """Prompts already in the engine go first and stall decodes; a prefill-busy engine decodes slower."""
+    e = estimate(req(), own(prefill_backlog=5000))
+    assert e.ttft_ms == pytest.approx(500.0 + 10.0) and e.e2e_ms == pytest.approx(510.0 + 490.0 + 500.0)
+    busy = estimate(req(), own(prefill_busy=0.5))
+    assert busy.e2e_ms == pytest.approx(10.0 + 49 * 10.0 / 0.5)
+    assert estimate(req(), own(prefill_busy=1.0)).e2e_ms == pytest.approx(10.0 + 49 * 10.0 / 0.1)
+
+
 CASES = [
     ("free slot, meets SLO: serve here", req(slo_ms=2000), own(), [peer("a")], Accept()),
     ("no peers, full but queue room: queue here", req(), own(running=2, queued=3), [], Accept()),

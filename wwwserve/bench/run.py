@@ -29,7 +29,8 @@ async def run_bench(path: Path, policies: list[str], json_out: bool, out: Path |
     with Progress(console=console, transient=json_out) as progress:
         for policy in policies:
             task = progress.add_task(f"{scenario.name}: {policy}", total=len(todo))
-            records[policy] = await run_policy(scenario, policy, todo, partial(progress.advance, task))
+            logs = out / "logs" / policy if out is not None else None
+            records[policy] = await run_policy(scenario, policy, todo, partial(progress.advance, task), logs)
     results = {p: summarize(r, scenario.workload) for p, r in records.items()}
     if "isolated" in results:  # the reference's headline: best (and worst) ratio over the e2e sweep
         base = results["isolated"]["e2e_slo_curve"]

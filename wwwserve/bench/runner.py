@@ -107,9 +107,16 @@ def _provider_args(p: ProviderSpec, policy: str, leafnode_port: int, port: int, 
 
 
 async def run_policy(
-    scenario: Scenario, policy: str, arrivals: list[Arrival], progress: Callable[[], None] | None = None
+    scenario: Scenario,
+    policy: str,
+    arrivals: list[Arrival],
+    progress: Callable[[], None] | None = None,
+    logs_to: Path | None = None,
 ) -> list[Record]:
-    """Replay `arrivals` against a fresh network where every provider runs `policy`."""
+    """Replay `arrivals` against a fresh network where every provider runs `policy`.
+
+    The processes' logs are copied to `logs_to` (when given) before the run's temp dir is removed.
+    """
     w = scenario.workload
     workdir = Path(tempfile.mkdtemp(prefix=f"wwwserve-bench-{policy}-"))
     hub_port, leaf_port = free_port(), free_port()
@@ -194,5 +201,9 @@ async def run_policy(
     finally:
         await procs.stop_all()
         await hub.stop()
+        if logs_to is not None:
+            logs_to.mkdir(parents=True, exist_ok=True)
+            for log_file in workdir.glob("*.log"):
+                shutil.copy2(log_file, logs_to / log_file.name)
         shutil.rmtree(workdir, ignore_errors=True)
     return sorted(records, key=lambda r: r.index)
