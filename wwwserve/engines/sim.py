@@ -27,7 +27,7 @@ import contextlib
 import hashlib
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from wwwserve.engines.base import Delta, EngineLoad, apply_stop, parse_options, prompt_text
@@ -148,6 +148,13 @@ class StepTiming:
             if capacity == 0:
                 raise ValueError(f"the model's weights ({weight_bytes / GIB:.1f} GiB) leave no KV cache")
         return cls(token_s, weights_s, kv_token_s, o.batch_slowdown, o.step_overhead_ms / 1000.0, capacity)
+
+    @property
+    def instant(self) -> bool:
+        """No time and no KV limit at all: nothing for an engine loop to schedule."""
+        return not (self.token_s or self.weights_s or self.kv_token_s or self.overhead_s) and (
+            self.kv_capacity_tokens is None
+        )
 
     def step_s(self, tokens: int, seqs: int, kv_tokens_read: int) -> float:
         """Duration of a step that computes `tokens` for `seqs` sequences reading that much KV cache."""
@@ -423,6 +430,14 @@ class SimEngine:
             self.options.corrupt
         )
         stops = request.stop_list()
+        if self.timing.instant:  # no hardware to obey: answer at once, as cheaply as possible
+            words = (
+                rng.choice(_WORDS) if not corrupt else "".join(rng.choice(_JUNK) for _ in range(5))
+                for _ in range(request.max_tokens)
+            )
+            async for delta in _instant(words, request.max_tokens, prompt_tokens, stops):
+                yield delta
+            return
         self._ensure_loop()
         seq = self.submit(prompt_tokens, request.max_tokens)
         produced = ""
@@ -454,3 +469,21 @@ class SimEngine:
                 seq.cancelled = True
                 self._any_cancelled = True
                 self._wake.set()
+
+
+async def _instant(
+    words: Iterator[str], max_tokens: int, prompt_tokens: int, stops: list[str]
+) -> AsyncIterator[Delta]:
+    """An instant engine's stream: one delta per word, yielding to the event loop every 64 words."""
+    produced = ""
+    for i, word in enumerate(words):
+        if i % 64 == 63:
+            await asyncio.sleep(0)
+        piece = word if i == 0 else " " + word
+        if stops:
+            cut, stopped = apply_stop(produced + piece, stops)
+            if stopped:
+                yield Delta(cut[len(produced) :], "stop", prompt_tokens, i)
+                return
+        produced += piece
+        yield Delta(piece, "length", prompt_tokens, i + 1) if i == max_tokens - 1 else Delta(piece)
