@@ -353,5 +353,5 @@ class Dispatcher:
             settle=agent.credits.settle,
         )
         if not ok:
-            agent.peers.remove(peer)  # it failed us; its next heartbeat brings it back
+            agent.peers.suspend(peer)  # it failed us; its next heartbeat brings it back
         return ok

@@ -22,21 +22,36 @@ class Peer:
 
 
 class PeerTable:
-    """Peers by name, built from heartbeats; entries older than `expiry_s` are invisible."""
+    """Peers by name, built from heartbeats; entries older than `expiry_s` are invisible.
+
+    Silence is judged against the last heartbeat heard from anyone (our own included): when every
+    peer looks silent at once, the likelier cause is that this process fell behind (a busy event loop
+    processes heartbeats late), not that the whole network died, so nobody is declared lost until
+    some heartbeat gets through again. An agent cut off from the hub still hears its own beats on its
+    leaf, so real silence is still noticed within the expiry.
+    """
 
     def __init__(self, own_name: str, expiry_s: float) -> None:
         self.own_name = own_name
         self.expiry_s = expiry_s
         self._peers: dict[str, Peer] = {}
+        self._suspended: set[str] = set()  # failed us: not chosen again until its next heartbeat
+        self._last_heard = time.monotonic()
 
     def update(self, beat: Heartbeat) -> None:
         """Take a heartbeat; a newer one resets what we sent since the last."""
+        now = time.monotonic()
+        self._last_heard = now
         if beat.name == self.own_name:
             return
         old = self._peers.get(beat.name)
         if old is not None and beat.seq and old.beat.seq > beat.seq and old.beat.ts_ms >= beat.ts_ms:
             return  # out of order
-        self._peers[beat.name] = Peer(beat, time.monotonic())
+        self._peers[beat.name] = Peer(beat, now)
+        self._suspended.discard(beat.name)
+
+    def _expired(self, peer: Peer, now: float) -> bool:
+        return peer.age_s(now) > self.expiry_s and now - self._last_heard <= self.expiry_s
 
     def knows(self, name: str) -> bool:
         """Whether `name` is in the table (alive or not yet expired-and-dropped)."""
@@ -45,7 +60,7 @@ class PeerTable:
     def is_alive(self, name: str) -> bool:
         """Whether `name` has heartbeated within the expiry window."""
         peer = self._peers.get(name)
-        return peer is not None and peer.age_s() <= self.expiry_s
+        return peer is not None and not self._expired(peer, time.monotonic())
 
     def note_forwarded(self, name: str) -> None:
         """Count a request we just sent, so the next choice does not herd onto the same peer."""
@@ -54,16 +69,29 @@ class PeerTable:
             peer.sent_since_beat += 1
 
     def remove(self, name: str) -> None:
-        """Forget a peer at once (it said goodbye, or it failed us)."""
+        """Forget a peer at once (it said goodbye)."""
         self._peers.pop(name, None)
+
+    def suspend(self, name: str) -> None:
+        """A request to `name` failed: choose it no more until its next heartbeat.
+
+        Unlike `remove`, it stays alive for the relays already streaming from it (removing it made
+        them give up on answers that were still coming).
+        """
+        if name in self._peers:
+            self._suspended.add(name)
 
     def alive(self) -> list[Peer]:
         """Peers heard from within the expiry window; expired ones are dropped."""
         now = time.monotonic()
-        for name in [n for n, p in self._peers.items() if p.age_s(now) > self.expiry_s]:
+        for name in [n for n, p in self._peers.items() if self._expired(p, now)]:
             del self._peers[name]
         return list(self._peers.values())
 
     def serving(self, model: str) -> list[Peer]:
-        """Alive, healthy peers that serve `model`."""
-        return [p for p in self.alive() if model in p.beat.models and p.beat.healthy]
+        """Alive, healthy, not suspended peers that serve `model`."""
+        return [
+            p
+            for p in self.alive()
+            if model in p.beat.models and p.beat.healthy and p.beat.name not in self._suspended
+        ]
