@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings
 S = TypeVar("S", bound=BaseSettings)
 
 _SCALARS = (bool, int, float, str, Path)
+_METAVARS: dict[Any, str] = {int: "INTEGER", float: "FLOAT", str: "TEXT", Path: "PATH"}  # as click names them
 
 
 def flag_name(field: str) -> str:
@@ -45,7 +46,7 @@ def _cli_type(field: str, info: FieldInfo) -> tuple[Any, str, str | None]:
     tp = _unwrap_optional(info.annotation)
     origin = typing.get_origin(tp)
     if tp in _SCALARS:
-        return tp, "", None
+        return tp, "", _METAVARS.get(tp)
     if origin is Literal:
         choices = "|".join(str(a) for a in typing.get_args(tp))
         return str, "", choices
