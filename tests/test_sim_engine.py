@@ -92,3 +92,15 @@ def test_calibration_is_within_15_percent_of_every_published_point() -> None:
 
     rows = calibrate()
     assert rows and all(abs(r["error"]) <= 0.15 for r in rows), [(r["metric"], r["error"]) for r in rows]
+
+
+async def test_a_late_event_loop_is_counted_as_clock_slip() -> None:
+    """When the process cannot keep up, the engine says how much model time it lost (benchmarks check it)."""
+    engine = SimEngine(SimOptions(decode_tpot_ms=5))
+    gen = engine.generate(CompletionRequest(prompt="x", max_tokens=40), "m")
+    await anext(gen)
+    time.sleep(0.3)  # noqa: ASYNC251 (blocking on purpose: a CPU-starved process runs its loop late)
+    async for _ in gen:
+        pass
+    assert engine.clock_slip_s >= 0.2
+    await engine.close()

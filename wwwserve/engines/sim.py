@@ -30,6 +30,8 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import structlog
+
 from wwwserve.engines.base import Delta, EngineLoad, apply_stop, parse_options, prompt_text
 from wwwserve.engines.hardware import GIB, GPUS, MODELS
 from wwwserve.protocol.messages import CompletionRequest
@@ -39,6 +41,8 @@ _WORDS = (
     "flow to those who serve others well latency stays low because dispatch follows the load"
 ).split()
 
+
+log = structlog.get_logger(__name__)
 
 _JUNK = "#%&@!"
 _MASK = (1 << 64) - 1
@@ -213,13 +217,24 @@ class SimEngine:
         self._busy_window: collections.deque[tuple[float, float]] = collections.deque()  # (end, prefill s)
         self.steps = 0
         self.preemptions = 0
+        self.clock_slip_s = 0.0  # model time lost because this process's event loop ran late
+        self._started = time.monotonic()
 
     async def start(self) -> None:
         """Start the engine loop."""
         self._ensure_loop()
 
     async def close(self) -> None:
-        """Stop the engine loop."""
+        """Stop the engine loop; say how far the model's clock slipped behind (a CPU-starved run)."""
+        elapsed = time.monotonic() - self._started
+        if self.clock_slip_s > 0.01 * elapsed:
+            log.warning(
+                "sim.clock_slip",
+                slip_s=round(self.clock_slip_s, 2),
+                elapsed_s=round(elapsed, 1),
+                steps=self.steps,
+                hint="the event loop ran late: simulated service was slower than the model says",
+            )
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -413,6 +428,8 @@ class SimEngine:
                 next_t = loop.time()
                 continue
             now = loop.time()
+            if now - _MAX_DEBT_S > next_t:  # the event loop was late by more than we catch up
+                self.clock_slip_s += now - _MAX_DEBT_S - next_t
             next_t = max(next_t, now - _MAX_DEBT_S) + step.duration_s
             await asyncio.sleep(max(0.0, next_t - now))
             self.finish_step(step)
