@@ -104,3 +104,19 @@ async def test_a_late_event_loop_is_counted_as_clock_slip() -> None:
         pass
     assert engine.clock_slip_s >= 0.2
     await engine.close()
+
+
+async def test_timed_and_instant_engines_give_the_same_answer_and_stop() -> None:
+    """Both paths stream the same words; a stop sequence cuts both at the same place, same count."""
+    instant, timed = SimEngine(), SimEngine(SimOptions(decode_tpot_ms=1, prefill_tps=100_000))
+    req = CompletionRequest(prompt="x y z", max_tokens=30, seed=5)
+    full = [d async for d in instant.generate(req, "m")]
+    text = "".join(d.text for d in full)
+    assert "".join([d.text async for d in timed.generate(req, "m")]) == text
+    stop = req.model_copy(update={"stop": [text.split()[7]]})
+    a = [d async for d in instant.generate(stop, "m")]
+    b = [d async for d in timed.generate(stop, "m")]
+    assert "".join(d.text for d in a) == "".join(d.text for d in b)
+    assert (a[-1].finish_reason, a[-1].completion_tokens) == (b[-1].finish_reason, b[-1].completion_tokens)
+    assert a[-1].finish_reason == "stop"
+    await timed.close()

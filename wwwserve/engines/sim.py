@@ -27,7 +27,7 @@ import contextlib
 import hashlib
 import math
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -447,40 +447,26 @@ class SimEngine:
             self.options.corrupt
         )
         stops = request.stop_list()
+        words = _words(rng, corrupt)
         if self.timing.instant:  # no hardware to obey: answer at once, as cheaply as possible
-            words = (
-                rng.choice(_WORDS) if not corrupt else "".join(rng.choice(_JUNK) for _ in range(5))
-                for _ in range(request.max_tokens)
-            )
-            async for delta in _instant(words, request.max_tokens, prompt_tokens, stops):
+            async for delta in _stream(_instant_ready(request.max_tokens), words, prompt_tokens, stops):
                 yield delta
             return
         self._ensure_loop()
         seq = self.submit(prompt_tokens, request.max_tokens)
-        produced = ""
-        emitted = 0
-        try:
+
+        async def ready() -> AsyncGenerator[tuple[int, bool], None]:
             while True:
                 await seq.event.wait()
                 seq.event.clear()
                 if seq.cancelled and not seq.done:
                     raise RuntimeError("the prompt does not fit the KV cache")
-                piece = ""
-                while emitted < seq.produced:
-                    word = rng.choice(_WORDS) if not corrupt else "".join(rng.choice(_JUNK) for _ in range(5))
-                    piece += word if emitted == 0 else " " + word
-                    emitted += 1
-                if stops:
-                    cut, stopped = apply_stop(produced + piece, stops)
-                    if stopped:
-                        yield Delta(cut[len(produced) :], "stop", prompt_tokens, emitted)
-                        return
-                produced += piece
-                if seq.done:
-                    yield Delta(piece, "length", prompt_tokens, emitted)
-                    return
-                if piece:
-                    yield Delta(piece)
+                yield seq.produced, seq.done
+
+        try:
+            async with contextlib.aclosing(ready()) as steps:
+                async for delta in _stream(steps, words, prompt_tokens, stops):
+                    yield delta
         finally:
             if not seq.done:
                 seq.cancelled = True
@@ -488,19 +474,44 @@ class SimEngine:
                 self._wake.set()
 
 
-async def _instant(
-    words: Iterator[str], max_tokens: int, prompt_tokens: int, stops: list[str]
-) -> AsyncIterator[Delta]:
-    """An instant engine's stream: one delta per word, yielding to the event loop every 64 words."""
-    produced = ""
-    for i, word in enumerate(words):
-        if i % 64 == 63:
+def _words(rng: _SplitMix, corrupt: bool) -> Iterator[str]:
+    """The answer's words, endlessly: drawn from the vocabulary, or junk for a corrupted answer."""
+    while True:
+        yield rng.choice(_WORDS) if not corrupt else "".join(rng.choice(_JUNK) for _ in range(5))
+
+
+async def _instant_ready(max_tokens: int) -> AsyncIterator[tuple[int, bool]]:
+    """An instant engine makes one word after the other, yielding to the event loop every 64."""
+    for n in range(1, max_tokens + 1):
+        if n % 64 == 0:
             await asyncio.sleep(0)
-        piece = word if i == 0 else " " + word
-        if stops:
-            cut, stopped = apply_stop(produced + piece, stops)
-            if stopped:
-                yield Delta(cut[len(produced) :], "stop", prompt_tokens, i)
-                return
+        yield n, n == max_tokens
+
+
+async def _stream(
+    ready: AsyncIterator[tuple[int, bool]], words: Iterator[str], prompt_tokens: int, stops: list[str]
+) -> AsyncIterator[Delta]:
+    """Deltas of the answer as `ready` reports (words made so far, finished); cut at a stop sequence.
+
+    A stop reports the words before the one that completed it, as the engine always has.
+    """
+    produced = ""
+    emitted = 0
+    async for count, done in ready:
+        piece = ""
+        while emitted < count:
+            word = next(words)
+            word = word if emitted == 0 else " " + word
+            if stops:
+                cut, stopped = apply_stop(produced + piece + word, stops)
+                if stopped:
+                    yield Delta(cut[len(produced) :], "stop", prompt_tokens, emitted)
+                    return
+            piece += word
+            emitted += 1
         produced += piece
-        yield Delta(piece, "length", prompt_tokens, i + 1) if i == max_tokens - 1 else Delta(piece)
+        if done:
+            yield Delta(piece, "length", prompt_tokens, emitted)
+            return
+        if piece:
+            yield Delta(piece)
