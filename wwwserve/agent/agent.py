@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import time
@@ -28,7 +29,7 @@ from wwwserve.agent.requests import RequestRegistry
 from wwwserve.agent.service import register_service
 from wwwserve.agent.settings import ProviderSettings
 from wwwserve.agent.stats import ServingStats
-from wwwserve.engines.base import Engine
+from wwwserve.engines.base import Engine, EngineLoad
 from wwwserve.logs import connection_callbacks
 from wwwserve.policies.base import Policy
 from wwwserve.protocol import subjects
@@ -288,9 +289,14 @@ class Agent:
 
     # ---- heartbeats ------------------------------------------------------------------------------
 
+    def load(self) -> EngineLoad:
+        """The engine's load, with the prompts accepted here but still waiting for a slot as backlog."""
+        load = self.engine.load()
+        return dataclasses.replace(load, prefill_backlog=load.prefill_backlog + self.accepted_prefill)
+
     def heartbeat(self) -> Heartbeat:
         """What this agent says about itself now."""
-        load = self.engine.load()
+        load = self.load()
         s = self.stats
         return Heartbeat(
             name=self.name,
@@ -308,7 +314,7 @@ class Agent:
             tpot_ms=round(load.tpot_ms or s.tpot_ms.value, 3),
             prefill_tps=round(load.prefill_tps or s.prefill_tps.value, 1),
             kv_cache_usage=None if load.kv_cache_usage is None else round(load.kv_cache_usage, 3),
-            prefill_backlog=load.prefill_backlog + self.accepted_prefill,
+            prefill_backlog=load.prefill_backlog,
             prefill_busy=round(load.prefill_busy, 3),
             price=self.settings.price,
             network_share=self.settings.network_share,

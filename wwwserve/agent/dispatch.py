@@ -180,7 +180,7 @@ class Dispatcher:
     def own_state(self) -> OwnState:
         """This agent's state for the policy."""
         a, s = self.agent, self.agent.settings
-        load = a.engine.load()
+        load = a.load()
         return OwnState(
             name=a.name,
             capacity=a.slots.capacity,
@@ -188,7 +188,7 @@ class Dispatcher:
             queued=a.slots.queued,
             queue_limit=a.slots.queue_limit,
             prefill_tps=load.prefill_tps or a.stats.prefill_tps.value,
-            prefill_backlog=load.prefill_backlog + a.accepted_prefill,
+            prefill_backlog=load.prefill_backlog,
             prefill_busy=load.prefill_busy,
             tpot_ms=load.tpot_ms or a.stats.tpot_ms.value,
             ttft_ms=a.stats.ttft_ms.value,
