@@ -1,14 +1,17 @@
 """`wwwserve bench --sim`: the sim engine against published vLLM measurements, and what it costs to run.
 
-Calibration replays each published benchmark's workload (fixed input and output lengths, a fixed number
-of requests in flight, as `vllm bench serve --max-concurrency C --request-rate inf` does) through the
-sim engine's own scheduler in virtual time, so a sweep takes milliseconds and no sleeping. Cost runs
-the real asyncio engine loop with many concurrent requests and reads the process's CPU time.
+Calibration replays each published benchmark's workload through the sim engine's own scheduler in
+virtual time, so a sweep takes milliseconds and no sleeping: either a closed loop (fixed input and output
+lengths, a fixed number of requests in flight, as `vllm bench serve --max-concurrency C --request-rate
+inf` does) or a burst (the published run's own per-request input and output lengths, all sent at once,
+as `benchmark_serving.py --request-rate inf` does with few prompts). Cost runs the real asyncio engine
+loop with many concurrent requests and reads the process's CPU time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,18 +29,39 @@ class Published:
     input_len: int
     output_len: int
     concurrency: int
-    metric: (
-        str  # "output_tps" (all requests), "ttft_ms", "tpot_ms" (means), "speedup_vs_c1" (output_tps ratio)
-    )
+    # "output_tps" (all requests), "ttft_ms", "tpot_ms" (means), "speedup_vs_c1" (output_tps ratio);
+    # for bursts also "median_ttft_ms", "median_tpot_ms"
+    metric: str
     value: float
     source: str
+    burst: tuple[tuple[int, int], ...] = ()  # (input, output) per request, all sent at once
 
 
 # Published points (BF16 weights, one GPU, vLLM). Add rows as more become known; the table in
 # docs/benchmarks.md is printed from this list.
 _MUSGRAVE = "J. Musgrave, 'vLLM throughput-latency sweep on NVIDIA A100' (vLLM 0.23, 1024 in / 128 out)"
 _LIGHT_LOAD = "Ori and Cloudach posts on vLLM + Llama 3 8B on A100: 100-250 ms TTFT at light load (low end)"
+_LAMBDA = (
+    "Lambda, LambdaLabsML/vllm-benchmark results/prompt_10 (vLLM 0.6.0, Sept. 2024, 10 ShareGPT prompts "
+    "at once, BF16, 1 GPU)"
+)
+# The 10 ShareGPT prompts of those runs, as each model's tokenizer counted them, with the outputs each run
+# produced (a run's own output lengths: the answers differ by model and GPU).
+_L_IN = (13, 25, 27, 10, 329, 29, 399, 328, 4, 205)
+_M_IN = (14, 30, 28, 12, 375, 29, 487, 369, 5, 236)
+_L_H100 = tuple(zip(_L_IN, (120, 429, 233, 194, 101, 741, 9, 3, 6, 31), strict=True))
+_L_A100 = tuple(zip(_L_IN, (120, 507, 233, 194, 101, 741, 9, 3, 6, 31), strict=True))
+_M_H100 = tuple(zip(_M_IN, (129, 883, 273, 169, 0, 928, 10, 26, 8, 57), strict=True))
+_M_A100 = tuple(zip(_M_IN, (129, 883, 273, 165, 0, 928, 10, 26, 8, 18), strict=True))
 PUBLISHED: list[Published] = [
+    Published("h100", "llama-3.1-8b", 137, 187, 10, "ttft_ms", 62.4, _LAMBDA + ", Llama-3-8B-Instruct", _L_H100),
+    Published("h100", "llama-3.1-8b", 137, 187, 10, "median_tpot_ms", 7.56, _LAMBDA, _L_H100),
+    Published("h100", "mistral-7b", 159, 248, 10, "median_ttft_ms", 68.0, _LAMBDA + ", Mistral-7B-v0.3", _M_H100),
+    Published("h100", "mistral-7b", 159, 248, 10, "median_tpot_ms", 7.06, _LAMBDA, _M_H100),
+    Published("a100", "llama-3.1-8b", 137, 195, 10, "ttft_ms", 126.9, _LAMBDA + ", Llama-3-8B-Instruct", _L_A100),
+    Published("a100", "llama-3.1-8b", 137, 195, 10, "median_tpot_ms", 12.01, _LAMBDA, _L_A100),
+    Published("a100", "mistral-7b", 159, 244, 10, "median_ttft_ms", 138.4, _LAMBDA + ", Mistral-7B-v0.3", _M_A100),
+    Published("a100", "mistral-7b", 159, 244, 10, "median_tpot_ms", 11.36, _LAMBDA, _M_A100),
     Published("a100-40gb", "llama-3.1-8b", 1024, 128, 1, "tpot_ms", 13.3, _MUSGRAVE + ": ~75 tok/s at C=1"),
     Published("a100-40gb", "llama-3.1-8b", 1024, 128, 8, "speedup_vs_c1", 6.6, _MUSGRAVE + ": 6.6x at C=8"),
     Published("a100-40gb", "llama-3.1-8b", 1024, 128, 1, "ttft_ms", 100.0, _LIGHT_LOAD),
@@ -80,18 +104,52 @@ def closed_loop(
     }
 
 
+def burst(options: SimOptions, lengths: tuple[tuple[int, int], ...]) -> dict[str, float]:
+    """Every (input, output) request sent at once, through the engine's scheduler in virtual time.
+
+    TTFT counts requests that produced a token; TPOT those that produced two or more, as vLLM's
+    benchmark does.
+    """
+    engine = SimEngine(options)
+    clock = 0.0
+    wanted = {engine.submit(i, max(1, o)): o for i, o in lengths}
+    first: dict[object, float] = {}
+    ended: dict[object, float] = {}
+    while engine.busy:
+        step = engine.plan_step()
+        if step is None:
+            break
+        clock += step.duration_s
+        for seq in engine.finish_step(step):
+            first.setdefault(seq, clock)
+            if seq.done:
+                ended[seq] = clock
+    ttfts = [first[s] for s, o in wanted.items() if o > 0]
+    tpots = [(ended[s] - first[s]) / (o - 1) for s, o in wanted.items() if o > 1]
+    return {
+        "ttft_ms": 1000 * statistics.mean(ttfts),
+        "median_ttft_ms": 1000 * statistics.median(ttfts),
+        "tpot_ms": 1000 * statistics.mean(tpots),
+        "median_tpot_ms": 1000 * statistics.median(tpots),
+    }
+
+
 def calibrate() -> list[dict[str, Any]]:
     """Every published point beside the sim's value for the same workload, with the relative error."""
     rows = []
     for p in PUBLISHED:
         opts = SimOptions.from_opts({"gpu": p.gpu, "model": p.model})
-        sim = closed_loop(opts, p.input_len, p.output_len, p.concurrency, max(20, 20 * p.concurrency))
+        if p.burst:
+            sim = burst(opts, p.burst)
+        else:
+            sim = closed_loop(opts, p.input_len, p.output_len, p.concurrency, max(20, 20 * p.concurrency))
         if p.metric == "speedup_vs_c1":
             alone = closed_loop(opts, p.input_len, p.output_len, 1, 20)
             value = sim["output_tps"] / alone["output_tps"]
         else:
             value = sim[p.metric]
-        rows.append({**asdict(p), "sim": round(value, 2), "error": round(value / p.value - 1.0, 3)})
+        row = {k: v for k, v in asdict(p).items() if k != "burst"}
+        rows.append({**row, "sim": round(value, 2), "error": round(value / p.value - 1.0, 3)})
     return rows
 
 

@@ -4,7 +4,9 @@ A step of the engine loop lasts `overhead + max(compute, memory)` (a roofline pe
   compute = 2 x params x tokens_in_step / (peak_flops x mfu)
   memory  = (weight_bytes + kv_bytes_read) / (bandwidth x bandwidth_efficiency)
 KV capacity = (gpu_memory x gpu_memory_utilization - weight_bytes) / kv_bytes_per_token.
-The efficiencies are fitted to published vLLM measurements (docs/benchmarks.md, "Calibration").
+The efficiencies (`mfu`, `bandwidth_efficiency`) are fitted per GPU family to published vLLM
+measurements (docs/benchmarks.md, "Calibration"); profiles without a published point take the
+Ampere fit and say so there.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class GPU:
     peak_tflops: float
     bandwidth_gbs: float  # GB/s (10^9 bytes)
     memory_gib: float
+    mfu: float = 0.55  # share of peak FLOP/s a prefill step reaches (fitted; Ampere by default)
+    bandwidth_efficiency: float = 0.70  # share of peak bandwidth a decode step reaches (fitted)
 
 
 @dataclass(frozen=True)
@@ -49,12 +53,13 @@ class Model:
 GPUS = {
     g.name: g
     for g in (
-        GPU("h100", 989.0, 3350.0, 80.0),  # H100 SXM5 80 GB
-        GPU("h200", 989.0, 4800.0, 141.0),  # H200 SXM 141 GB
+        # Hopper reaches a smaller share of its (much higher) peak in vLLM's prefill (Lambda's runs)
+        GPU("h100", 989.0, 3350.0, 80.0, mfu=0.35),  # H100 SXM5 80 GB
+        GPU("h200", 989.0, 4800.0, 141.0, mfu=0.35),  # H200 SXM 141 GB (Hopper fit, not calibrated)
         GPU("a100", 312.0, 2039.0, 80.0),  # A100 SXM 80 GB
         GPU("a100-40gb", 312.0, 1555.0, 40.0),  # A100 SXM/PCIe 40 GB
-        GPU("a10g", 125.0, 600.0, 24.0),  # A10 datasheet (AWS's A10G has the same memory system)
-        GPU("l4", 121.0, 300.0, 24.0),  # L4 24 GB
+        GPU("a10g", 125.0, 600.0, 24.0),  # A10 datasheet (AWS's A10G); Ampere fit, not calibrated
+        GPU("l4", 121.0, 300.0, 24.0),  # L4 24 GB (Ada); Ampere fit, not calibrated
     )
 }
 

@@ -46,6 +46,8 @@ log = structlog.get_logger(__name__)
 
 _JUNK = "#%&@!"
 _MASK = (1 << 64) - 1
+_DEFAULT_MFU = 0.55  # hand-set peak_tflops without a gpu profile: the Ampere fit
+_DEFAULT_BW_EFF = 0.70
 _MAX_DEBT_S = 0.05  # a late event loop is caught up by at most this much (then simulated time slips)
 
 
@@ -85,8 +87,8 @@ class SimOptions:
     memory_gib: float = 0.0
     params_b: float = 0.0
     kv_bytes_per_token: int = 0
-    mfu: float = 0.5  # share of peak FLOP/s a prefill reaches
-    bandwidth_efficiency: float = 0.77  # share of peak bandwidth a decode step reaches
+    mfu: float = 0.0  # share of peak FLOP/s a prefill reaches (0 = the GPU profile's fit, else 0.55)
+    bandwidth_efficiency: float = 0.0  # share of peak bandwidth a decode step reaches (0 = profile, 0.70)
     step_overhead_ms: float = 0.0  # fixed cost of every step (scheduling, kernel launches)
     gpu_memory_utilization: float = 0.9  # as vLLM's flag: the share of memory for weights + KV cache
     max_batched_tokens: int = 2048  # token budget of one step (vLLM's max_num_batched_tokens)
@@ -132,13 +134,15 @@ class StepTiming:
         params = (o.params_b or (model.params_b if model else 0.0)) * 1e9
         kv_bytes = o.kv_bytes_per_token or (model.kv_bytes_per_token if model else 0)
         weight_bytes = params * (model.dtype_bytes if model else 2)
+        mfu = o.mfu or (gpu.mfu if gpu else _DEFAULT_MFU)
+        bw_eff = o.bandwidth_efficiency or (gpu.bandwidth_efficiency if gpu else _DEFAULT_BW_EFF)
         if o.prefill_tps > 0:
             token_s = 1.0 / o.prefill_tps
         elif peak > 0 and params > 0:
-            token_s = 2.0 * params / (peak * o.mfu)
+            token_s = 2.0 * params / (peak * mfu)
         else:
             token_s = 0.0
-        eff_bw = bandwidth * o.bandwidth_efficiency
+        eff_bw = bandwidth * bw_eff
         if o.decode_tpot_ms > 0:
             weights_s = o.decode_tpot_ms / 1000.0
         else:
