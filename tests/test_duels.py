@@ -1,4 +1,5 @@
-"""Duel-and-judge between real agents: a provider that serves garbage loses reputation, stake, traffic."""
+"""Duel-and-judge: a provider that serves garbage loses reputation, stake and (almost all) traffic; a judge
+outvoted by panels loses its judging weight."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from wwwserve.agent.judging import Judgement, similarity
 from wwwserve.client import Client
-from wwwserve.ledger.book import compute
+from wwwserve.ledger.book import compute, routing_factor
+from wwwserve.ledger.evidence import WEIGHT_LOST
 from wwwserve.ledger.identity import new_identity
 from wwwserve.ledger.records import DUEL_PENALTY, ELO_START, INITIAL_GRANT, Stake, Verdict
 from wwwserve.topology import LocalNetwork
@@ -92,4 +94,68 @@ async def test_a_cheater_loses_reputation_stake_and_traffic(net: LocalNetwork) -
         origin.agent.settings.duel_rate = 0.0
         served = Counter(await asyncio.gather(*(one(100 + i) for i in range(60))))
     peers = {n: served.get(n, 0) for n in ("honest1", "honest2", "cheater")}
-    assert peers["cheater"] < min(peers["honest1"], peers["honest2"]), (peers, served, rep, stakes)
+    # starved, not just ranked last: duel quality, not the Elo gap, sets its routing weight
+    assert peers["cheater"] <= 0.05 * 60 < min(peers["honest1"], peers["honest2"]), (peers, served, rep)
+    assert view.evidence.quality("cheater") < 0.01 < view.evidence.quality("honest1"), view.evidence.duels
+
+
+def _verdict(judge: Any, duel: str, a: str, b: str, winner: str, ts: int) -> Verdict:
+    score = {"a": (1.0, 0.0), "b": (0.0, 1.0), "tie": (1.0, 1.0)}[winner]
+    return Verdict(
+        duel_id=duel,
+        request_id=duel,
+        model="m",
+        a=a,
+        b=b,
+        winner=winner,  # type: ignore[arg-type]
+        score_a=score[0],
+        score_b=score[1],
+        method="replay",
+        judge=judge.name,
+        judge_key=judge.public_key,
+        ts_ms=ts,
+    ).signed(judge)
+
+
+def test_a_provider_that_loses_its_duels_is_starved_and_recovers_by_winning() -> None:
+    judges = [new_identity(f"j{i}") for i in range(3)]
+    records = [_verdict(judges[i % 3], f"d{i}", "cheat", "honest", "b", i + 1) for i in range(3)]
+    view = compute(records)
+    ev = view.evidence
+    assert ev.quality("newcomer") == 1.0 and ev.uncertainty("newcomer") == 1.0  # no evidence: full weight
+    assert ev.quality("honest") == 1.0
+    assert ev.quality("cheat") < 0.002, ev.duels["cheat"]  # three lost duels: almost nothing
+    assert routing_factor(view, "cheat") < 0.002 < routing_factor(view, "honest")
+    wins = [_verdict(judges[i % 3], f"w{i}", "cheat", "honest", "tie", 100 + i) for i in range(120)]
+    assert compute([*records, *wins]).evidence.quality("cheat") > 0.9  # old losses fade
+
+
+def test_one_lost_duel_in_ten_keeps_a_provider_below_half_an_honest_one() -> None:
+    judges = [new_identity(f"j{i}") for i in range(3)]
+    records = []
+    for i in range(100):  # a lost duel is not a tie, so a panel of three judges sees it
+        panel = judges if i % 10 == 0 else judges[:1]
+        winner = "b" if i % 10 == 0 else "tie"
+        records += [_verdict(j, f"d{i}", "sloppy", "honest", winner, 10 * i + k) for k, j in enumerate(panel)]
+    ev = compute(records).evidence
+    assert ev.quality("sloppy") < 0.5 * ev.quality("honest"), ev.duels
+
+
+def test_a_judge_outvoted_by_panels_loses_its_weight_and_its_verdicts_stop_counting() -> None:
+    liar, j1, j2 = (new_identity(n) for n in ("liar", "j1", "j2"))
+    records = []
+    for i in range(6):  # every panel: two honest judges say the cheater lost, the liar says it won
+        records += [
+            _verdict(j1, f"d{i}", "cheat", "honest", "b", 10 * i + 1),
+            _verdict(liar, f"d{i}", "cheat", "honest", "a", 10 * i + 2),
+            _verdict(j2, f"d{i}", "cheat", "honest", "b", 10 * i + 3),
+        ]
+    view = compute(records)
+    assert view.evidence.judge_weight("liar") < WEIGHT_LOST < view.evidence.judge_weight("j1") == 1.0
+    assert view.evidence.judges["liar"].verdicts == 6
+    # the liar alone can no longer hurt an honest provider
+    lies = [_verdict(liar, f"x{i}", "honest", "other", "b", 1000 + i) for i in range(5)]
+    assert compute([*records, *lies]).evidence.quality("honest") > 0.85
+    fresh = new_identity("fresh")  # the same five verdicts from a judge never outvoted do hurt
+    same = [_verdict(fresh, f"x{i}", "honest", "other", "b", 1000 + i) for i in range(5)]
+    assert compute([*records, *same]).evidence.quality("honest") < 0.2

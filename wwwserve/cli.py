@@ -176,12 +176,14 @@ def bench(
         bool,
         typer.Option("--gateway", help="measure concurrent OpenAI streams through the gateway vs direct"),
     ] = False,
-    duels: Annotated[bool, typer.Option("--duels", help="measure duels needed to catch a cheater")] = False,
+    duels: Annotated[
+        bool,
+        typer.Option("--duels", help="duels until a 100%% and a 10%% cheater starve; a lying judge"),
+    ] = False,
     sim: Annotated[
         bool,
         typer.Option("--sim", help="sim engine: calibration vs published vLLM numbers, and its CPU cost"),
     ] = False,
-    corrupt: Annotated[float, typer.Option(help="--duels: the cheater's share of garbage answers")] = 0.1,
     concurrency: Annotated[int, typer.Option(help="--gateway: streams in flight")] = 64,
     requests: Annotated[int, typer.Option(help="--gateway: requests per path")] = 640,
 ) -> None:
@@ -195,7 +197,7 @@ def bench(
     if duels:
         from wwwserve.bench.duels import run_duels
 
-        res = asyncio.run(run_duels(corrupt=corrupt, requests=requests))
+        res = asyncio.run(run_duels())
         typer.echo(json.dumps(res) if json_out else json.dumps(res, indent=2))
         return
     if overhead or gateway_load:

@@ -24,8 +24,7 @@ from wwwserve.errors import (
     WWWServeError,
     error_from_wire,
 )
-from wwwserve.ledger.book import reputation_factor
-from wwwserve.ledger.records import ELO_START
+from wwwserve.ledger.book import routing_factor
 from wwwserve.policies.base import Accept, Forward, OwnState, PeerState, Reject, RequestInfo
 from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
@@ -225,9 +224,7 @@ class Dispatcher:
                     network_share=b.network_share,
                     price=b.price,
                     stake=self.agent.credits.ledger.view.stakes.get(b.name, 0.0),
-                    reputation=reputation_factor(
-                        self.agent.credits.ledger.view.reputation.get(b.name, ELO_START)
-                    ),
+                    reputation=routing_factor(self.agent.credits.ledger.view, b.name),
                     age_s=p.age_s(),
                     sent_since_beat=p.sent_since_beat,
                     accepting=b.accepting,

@@ -1,17 +1,21 @@
 """Duel-and-judge: an origin has some requests served twice and a third provider judges the pair.
 
-Origin (the agent whose user sent the request), with probability `--duel-rate`, after the user got
+Origin (the agent whose user sent the request), with an adaptive probability (`--duel-rate` for a
+server with little evidence or recent losses, `--duel-rate-min` for a proven one), after the user got
 the answer of provider A: sends the same request (id `<id>-duel`, not delivered to anyone) to a
-second provider B, then asks a judge J (not A, B or the origin; drawn by stake x reputation) on
-`llm.duel.judge.<J>` to compare. J answers with a signed verdict and publishes it on
-`llm.duel.verdict`; every ledger applies it: Elo reputation for A and B, and the loser pays the
-winner a stake penalty (docs/duels.md).
+second provider B, then asks a judge J (not A, B or the origin; drawn by stake x judging weight x
+quality) on `llm.duel.judge.<J>` to compare. J answers with a signed verdict and publishes it on
+`llm.duel.verdict`. A verdict that is not a tie (and some that are) goes to two more judges: a panel
+of three, whose minority loses judging weight. Every ledger applies every verdict, weighted by its
+judge's weight: duel evidence (routing quality), Elo, and a stake penalty (docs/duels.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import nats.errors
@@ -19,9 +23,10 @@ import structlog
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from wwwserve.agent.judging import judge
-from wwwserve.ledger.book import reputation_factor
-from wwwserve.ledger.records import ELO_START, Verdict
+from wwwserve.agent.judging import Judgement, judge
+from wwwserve.engines.base import Engine
+from wwwserve.ledger.evidence import PANEL_SIZE
+from wwwserve.ledger.records import Verdict
 from wwwserve.policies.default import stake_factor
 from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
@@ -37,6 +42,17 @@ log = structlog.get_logger(__name__)
 JUDGE_PREFIX = "llm.duel.judge"
 VERDICT_SUBJECT = "llm.duel.verdict"
 DUEL_TIMEOUT_S = 60.0
+SUSPECT_BAD_RATE = 0.05  # a server losing this share of its duels or more is dueled at the full rate
+
+# (engine, model, request, (a, answer_a), (b, answer_b)) -> judgement
+JudgeFn = Callable[[Engine, str, CompletionRequest, tuple[str, str], tuple[str, str]], Awaitable[Judgement]]
+
+
+async def honest_judge(
+    engine: Engine, model: str, req: CompletionRequest, a: tuple[str, str], b: tuple[str, str]
+) -> Judgement:
+    """The judge every agent runs: the answers alone decide, not who gave them."""
+    return await judge(engine, model, req, a[1], b[1])
 
 
 def judge_subject(provider: str) -> str:
@@ -45,36 +61,57 @@ def judge_subject(provider: str) -> str:
 
 
 class Duels:
-    """Both sides of duels for one agent: starting them as origin, judging them as judge."""
+    """Both sides of duels for one agent: starting them as origin, judging them as judge.
+
+    `judge_fn` compares two answers (wwwserve/agent/judging.py); the duel benchmark swaps in a lying
+    judge for one agent to measure how fast panels take its weight away.
+    """
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.started = 0
         self.judged = 0
+        self.panels = 0
+        self.judge_fn: JudgeFn = honest_judge
 
     async def subscribe(self) -> None:
         """Judge requests addressed to us, and verdicts for the ledger."""
         await self.agent.nc.subscribe(judge_subject(self.agent.name), cb=self._on_judge)
         await self.agent.nc.subscribe(VERDICT_SUBJECT, cb=self.agent.credits.on_record)
 
+    def rate_for(self, server: str) -> float:
+        """Adaptive duel rate for an answer `server` gave: high while little is known about it or it
+        lost recently, `duel_rate_min` once it is proven (the steady cost, docs/duels.md)."""
+        s = self.agent.settings
+        low = min(s.duel_rate_min, s.duel_rate)
+        ev = self.agent.credits.ledger.view.evidence
+        need = max(ev.uncertainty(server), min(1.0, ev.bad_rate(server) / SUSPECT_BAD_RATE))
+        return low + (s.duel_rate - low) * need
+
     def maybe_start(
         self, req: CompletionRequest, model: str, routing: Routing, served_by: str, text: str
     ) -> None:
-        """Called after a user's request was answered: start a duel with probability duel_rate."""
+        """Called after a user's request was answered: start a duel with the server's adaptive rate."""
         a = self.agent
-        if routing.hops > 0 or a.settings.duel_rate <= 0 or a.rng.random() >= a.settings.duel_rate:
+        if routing.hops > 0 or a.settings.duel_rate <= 0 or a.rng.random() >= self.rate_for(served_by):
             return
         a.spawn(self._duel(req, model, routing.request_id, served_by, text))
 
-    def _weighted_pick(self, names: list[str]) -> str | None:
+    def _pick(self, names: list[str], weight: Callable[[str], float]) -> str | None:
         if not names:
             return None
+        return self.agent.rng.choices(names, weights=[max(weight(n), 1e-6) for n in names], k=1)[0]
+
+    def _second_weight(self, name: str) -> float:
+        """B: the providers we know least about first, everyone sometimes (a starved one can recover)."""
         view = self.agent.credits.ledger.view
-        weights = [
-            stake_factor(view.stakes.get(n, 0.0)) * reputation_factor(view.reputation.get(n, ELO_START))
-            for n in names
-        ]
-        return self.agent.rng.choices(names, weights=[max(w, 1e-6) for w in weights], k=1)[0]
+        return stake_factor(view.stakes.get(name, 0.0)) * (0.25 + view.evidence.uncertainty(name))
+
+    def _judge_weight(self, name: str) -> float:
+        """J: judges that agree with panels, whose own answers are good, with stake."""
+        view = self.agent.credits.ledger.view
+        ev = view.evidence
+        return stake_factor(view.stakes.get(name, 0.0)) * ev.judge_weight(name) * ev.quality(name)
 
     async def _ask(
         self, subject: str, payload: bytes, headers: dict[str, str]
@@ -106,10 +143,10 @@ class Duels:
     async def _duel(self, req: CompletionRequest, model: str, request_id: str, a: str, text_a: str) -> None:
         agent = self.agent
         serving = [p.beat.name for p in agent.peers.serving(model)]
-        b = self._weighted_pick([n for n in serving if n not in (a, agent.name)])
+        b = self._pick([n for n in serving if n not in (a, agent.name)], self._second_weight)
         if b is None:
             return
-        j = self._weighted_pick([n for n in serving if n not in (a, b, agent.name)])
+        j = self._pick([n for n in serving if n not in (a, b, agent.name)], self._judge_weight)
         if j is None:
             return
         self.started += 1
@@ -134,14 +171,36 @@ class Duels:
             "answer_a": text_a,
             "answer_b": str(reply.get("text", "")),
         }
+        first = await self._verdict(j, ask)
+        if first is None:
+            return
+        if first.winner == "tie" and agent.rng.random() >= agent.settings.judge_check_rate:
+            return
+        # a panel: two more judges see the same pair; a judge outvoted by the other two dissents
+        others = [n for n in serving if n not in (a, b, j, agent.name)]
+        panel = []
+        for _ in range(PANEL_SIZE - 1):
+            k = self._pick([n for n in others if n not in panel], self._judge_weight)
+            if k is not None:
+                panel.append(k)
+        if len(panel) == PANEL_SIZE - 1:
+            self.panels += 1
+            await asyncio.gather(*(self._verdict(k, ask) for k in panel))
+
+    async def _verdict(self, judge_name: str, ask: dict[str, Any]) -> Verdict | None:
+        """Ask one judge for its signed verdict and keep it."""
+        agent = self.agent
         try:
-            msg = await agent.nc.request(judge_subject(j), json.dumps(ask).encode(), timeout=DUEL_TIMEOUT_S)
+            msg = await agent.nc.request(
+                judge_subject(judge_name), json.dumps(ask).encode(), timeout=DUEL_TIMEOUT_S
+            )
             verdict = Verdict.model_validate_json(msg.data)
         except (TimeoutError, nats.errors.Error, ValidationError) as exc:
-            log.info("duel.no_verdict", provider=agent.name, judge=j, error=repr(exc))
-            return
+            log.info("duel.no_verdict", provider=agent.name, judge=judge_name, error=repr(exc))
+            return None
         agent.credits.ledger.add(verdict)
-        log.info("duel.verdict", provider=agent.name, a=a, b=b, judge=j, winner=verdict.winner)
+        log.info("duel.verdict", provider=agent.name, judge=judge_name, a=ask["a"], won=verdict.winner)
+        return verdict
 
     async def _on_judge(self, msg: Msg) -> None:
         self.agent.spawn(self._judge(msg))
@@ -155,7 +214,9 @@ class Duels:
             if model not in agent.models.values() or agent.name in (a, b):
                 raise ValueError("cannot judge this duel")
             async with agent.slots.acquire():
-                j = await judge(agent.engine, model, req, str(ask["answer_a"]), str(ask["answer_b"]))
+                j = await self.judge_fn(
+                    agent.engine, model, req, (a, str(ask["answer_a"])), (b, str(ask["answer_b"]))
+                )
         except Exception as exc:  # a judge that cannot judge says so; the origin gives up on the duel
             if msg.reply:
                 await agent.nc.publish(msg.reply, json.dumps({"error": str(exc)}).encode())

@@ -66,7 +66,17 @@ class ProviderSettings(WWWServeSettings):
     min_price: float = Field(0.0, ge=0, description="lowest price per token accepted from peers")
     price: float = Field(0.0, ge=0, description="price per token asked from peers")
     duel_rate: float = Field(
-        0.0, ge=0, le=1, description="share of own users' requests also served by a 2nd provider and judged"
+        0.0,
+        ge=0,
+        le=1,
+        description="duel rate for a server with no evidence yet or recent losses: share of own users' "
+        "requests it served that a 2nd provider serves again and a judge compares",
+    )
+    duel_rate_min: float = Field(
+        0.05, ge=0, le=1, description="duel rate for a proven server (at most duel_rate): the steady cost"
+    )
+    judge_check_rate: float = Field(
+        0.1, ge=0, le=1, description="share of tied duels also sent to a judges' panel (non-ties always are)"
     )
     stake: float = Field(0.0, ge=0, description="credits to lock as stake (peers prefer staked providers)")
     serve_without_credit: bool = Field(True, description="serve peers' requests even when they lack credit")

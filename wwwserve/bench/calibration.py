@@ -45,6 +45,8 @@ _LAMBDA = (
     "Lambda, LambdaLabsML/vllm-benchmark results/prompt_10 (vLLM 0.6.0, Sept. 2024, 10 ShareGPT prompts "
     "at once, BF16, 1 GPU)"
 )
+_LAMBDA_L = _LAMBDA + ", Llama-3-8B-Instruct (same shape as 3.1)"
+_LAMBDA_M = _LAMBDA + ", Mistral-7B-Instruct-v0.3"
 # The 10 ShareGPT prompts of those runs, as each model's tokenizer counted them, with the outputs each run
 # produced (a run's own output lengths: the answers differ by model and GPU).
 _L_IN = (13, 25, 27, 10, 329, 29, 399, 328, 4, 205)
@@ -54,13 +56,13 @@ _L_A100 = tuple(zip(_L_IN, (120, 507, 233, 194, 101, 741, 9, 3, 6, 31), strict=T
 _M_H100 = tuple(zip(_M_IN, (129, 883, 273, 169, 0, 928, 10, 26, 8, 57), strict=True))
 _M_A100 = tuple(zip(_M_IN, (129, 883, 273, 165, 0, 928, 10, 26, 8, 18), strict=True))
 PUBLISHED: list[Published] = [
-    Published("h100", "llama-3.1-8b", 137, 187, 10, "ttft_ms", 62.4, _LAMBDA + ", Llama-3-8B-Instruct", _L_H100),
+    Published("h100", "llama-3.1-8b", 137, 187, 10, "ttft_ms", 62.4, _LAMBDA_L, _L_H100),
     Published("h100", "llama-3.1-8b", 137, 187, 10, "median_tpot_ms", 7.56, _LAMBDA, _L_H100),
-    Published("h100", "mistral-7b", 159, 248, 10, "median_ttft_ms", 68.0, _LAMBDA + ", Mistral-7B-v0.3", _M_H100),
+    Published("h100", "mistral-7b", 159, 248, 10, "median_ttft_ms", 68.0, _LAMBDA_M, _M_H100),
     Published("h100", "mistral-7b", 159, 248, 10, "median_tpot_ms", 7.06, _LAMBDA, _M_H100),
-    Published("a100", "llama-3.1-8b", 137, 195, 10, "ttft_ms", 126.9, _LAMBDA + ", Llama-3-8B-Instruct", _L_A100),
+    Published("a100", "llama-3.1-8b", 137, 195, 10, "ttft_ms", 126.9, _LAMBDA_L, _L_A100),
     Published("a100", "llama-3.1-8b", 137, 195, 10, "median_tpot_ms", 12.01, _LAMBDA, _L_A100),
-    Published("a100", "mistral-7b", 159, 244, 10, "median_ttft_ms", 138.4, _LAMBDA + ", Mistral-7B-v0.3", _M_A100),
+    Published("a100", "mistral-7b", 159, 244, 10, "median_ttft_ms", 138.4, _LAMBDA_M, _M_A100),
     Published("a100", "mistral-7b", 159, 244, 10, "median_tpot_ms", 11.36, _LAMBDA, _M_A100),
     Published("a100-40gb", "llama-3.1-8b", 1024, 128, 1, "tpot_ms", 13.3, _MUSGRAVE + ": ~75 tok/s at C=1"),
     Published("a100-40gb", "llama-3.1-8b", 1024, 128, 8, "speedup_vs_c1", 6.6, _MUSGRAVE + ": 6.6x at C=8"),

@@ -1,81 +1,217 @@
-"""`wwwserve bench --duels`: how many duels it takes to catch a provider that corrupts a share of answers.
+"""`wwwserve bench --duels`: how fast duels starve a cheater, and what happens to a lying judge.
 
-One origin (duel rate as given; it dispatches all its users' requests), two honest providers and one
-cheater (`sim` with `corrupt=<share>`), real agents over real nats-servers. Requests are greedy, so
-judges use `replay`. We count duels until the cheater's reputation stays below both honest providers'
-by `margin` Elo points, and the extra engine work duels cost.
+Two scenarios over real agents and real nats-servers. An origin with one slow slot dispatches all its
+users' requests (greedy, so judges `replay`), with the adaptive duel rate (1.0 for servers with little
+evidence or recent losses, `duel_rate_min` for proven ones). Its peers: three honest providers and a
+cheater (`sim` with `corrupt=<share>`):
+
+- `cheater_100`: the cheater answers garbage every time, and a fourth honest provider judges dishonestly
+  (it votes for the cheater whenever the cheater is a duelist). Reported: duels until the cheater's share
+  of the origin's traffic stays below 5%, and the lying judge's verdicts until its judging weight is lost
+  (below WEIGHT_LOST of a fresh judge's, in the origin's ledger, for good).
+- `cheater_10`: garbage one time in ten. Reported: duels until its share stays below half of an honest
+  peer's (mean).
+
+Shares are measured on what users got: after each batch of 8 requests, the share of the next WINDOW
+requests each provider served. Cost: extra generations (duel copies + judges' replays) per user
+request over the second half of each run, once trust is established.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from wwwserve.agent.duels import honest_judge
+from wwwserve.agent.judging import Judgement
 from wwwserve.client import Client
-from wwwserve.topology import LocalNetwork
+from wwwserve.engines.base import Engine
+from wwwserve.ledger.book import LedgerView, apply
+from wwwserve.ledger.evidence import WEIGHT_LOST
+from wwwserve.ledger.records import Verdict
+from wwwserve.protocol.messages import CompletionRequest
+from wwwserve.topology import LocalNetwork, ProviderHandle
 
 MODEL = "duel-model"
+BATCH = 8
+WINDOW = 40  # requests a share is measured over
+CHEATER = "cheater"
+LIAR = "liar"
 
 
-async def run_duels(
-    corrupt: float = 0.1, duel_rate: float = 1.0, requests: int = 400, margin: float = 30.0
-) -> dict[str, Any]:
-    """Run the scenario; returns duels-to-catch and the compute cost of duels."""
-    common: dict[str, Any] = dict(
+def lying_judge(favour: str) -> Callable[..., Any]:
+    """A judge that votes for `favour` whenever it is a duelist, and judges honestly otherwise."""
+
+    async def judge_fn(
+        engine: Engine, model: str, req: CompletionRequest, a: tuple[str, str], b: tuple[str, str]
+    ) -> Judgement:
+        if a[0] == favour:
+            return Judgement(1.0, 0.0, "replay")
+        if b[0] == favour:
+            return Judgement(0.0, 1.0, "replay")
+        return await honest_judge(engine, model, req, a, b)
+
+    return judge_fn
+
+
+@dataclass
+class _Run:
+    """What one scenario recorded, batch by batch."""
+
+    served: list[list[str]] = field(default_factory=list)  # providers that served each batch
+    duels: list[int] = field(default_factory=list)  # duels started before each batch
+    generations: list[int] = field(default_factory=list)  # duel copies + judge replays before each batch
+
+
+def _shares_after(run: _Run, k: int) -> dict[str, float] | None:
+    """Each provider's share of the WINDOW requests served from batch k on (None: not enough left)."""
+    batches = WINDOW // BATCH
+    if k + batches > len(run.served):
+        return None
+    names = [n for batch in run.served[k : k + batches] for n in batch]
+    return {n: names.count(n) / len(names) for n in set(names)}
+
+
+def _duels_until(run: _Run, holds: Callable[[dict[str, float]], bool]) -> int | None:
+    """Duels started before the first batch from which on `holds` is true of every later window."""
+    found: int | None = None
+    for k in range(len(run.served)):
+        shares = _shares_after(run, k)
+        if shares is None:
+            break
+        if holds(shares):
+            if found is None:
+                found = k
+        else:
+            found = None
+    return None if found is None else run.duels[found]
+
+
+def _verdicts_until_weight_lost(view_records: list[Any], judge: str) -> int | None:
+    """Replay the ledger in canonical order: the judge's verdict count when its weight fell for good."""
+    view = LedgerView()
+    lost_at: int | None = None
+    for r in view_records:
+        apply(view, r, signature_checked=True)
+        ev = view.evidence.judges.get(judge)
+        if ev is None:
+            continue
+        if ev.weight < WEIGHT_LOST:
+            if lost_at is None:
+                lost_at = ev.verdicts
+        else:
+            lost_at = None
+    return lost_at
+
+
+async def _scenario(
+    corrupt: float, liar: bool, requests: int, duel_rate: float, duel_rate_min: float
+) -> tuple[_Run, dict[str, Any]]:
+    honest: dict[str, Any] = dict(
         engine="sim", model=[MODEL], stake=200.0, ledger_sync_s=1.0, max_concurrency=8
     )
+    run = _Run()
     async with LocalNetwork() as net:
         origin = await net.add_provider(
             "origin",
             engine="sim",
             model=[MODEL],
             duel_rate=duel_rate,
+            duel_rate_min=duel_rate_min,
             ledger_sync_s=1.0,
             max_concurrency=1,
             max_queue=0,
             engine_opt={"decode_tpot_ms": "200"},
         )
-        await net.add_provider("honest1", engine_opt={"decode_tpot_ms": "2"}, **common)
-        await net.add_provider("honest2", engine_opt={"decode_tpot_ms": "2"}, **common)
-        await net.add_provider(
-            "cheater", engine_opt={"decode_tpot_ms": "2", "corrupt": str(corrupt)}, **common
-        )
-        await asyncio.sleep(2.0)
-        caught_at: int | None = None
-        history: list[tuple[int, float, float]] = []
+        names = ["honest1", "honest2", "honest3", *([LIAR] if liar else [])]
+        for name in names:
+            await net.add_provider(name, engine_opt={"decode_tpot_ms": "2"}, **honest)
+        await net.add_provider(CHEATER, engine_opt={"decode_tpot_ms": "2", "corrupt": str(corrupt)}, **honest)
+        if liar:
+            net.providers[LIAR].agent.duels.judge_fn = lying_judge(CHEATER)
+        await asyncio.sleep(2.0)  # stakes published and synced
+        providers = list(net.providers.values())
         async with Client(origin.url, timeout=60) as c:
-            for start in range(0, requests, 8):
-                await asyncio.gather(
+            for start in range(0, requests, BATCH):
+                run.duels.append(origin.agent.duels.started)
+                run.generations.append(_generations(origin, providers))
+                replies = await asyncio.gather(
                     *(
                         c.request(MODEL, {"prompt": f"question {i}", "max_tokens": 16, "temperature": 0.0})
-                        for i in range(start, start + 8)
+                        for i in range(start, start + BATCH)
                     )
                 )
-                while origin.agent.duels.started > len(
-                    [r for r in origin.agent.credits.ledger.records() if r.kind == "verdict"]
-                ) and any(not t.done() for t in origin.agent._tasks):
-                    await asyncio.sleep(0.02)
-                rep = origin.agent.credits.ledger.view.reputation
-                duels = origin.agent.duels.started
-                gap = min(rep.get("honest1", 1500.0), rep.get("honest2", 1500.0)) - rep.get("cheater", 1500.0)
-                history.append((duels, round(gap, 1), rep.get("cheater", 1500.0)))
-                if gap >= margin and caught_at is None:
-                    caught_at = duels
-                elif gap < margin:
-                    caught_at = None  # not caught for good yet
-        served = {h.name: h.agent.stats.served for h in net.providers.values()}
-        judged = {h.name: h.agent.duels.judged for h in net.providers.values()}
-    user_requests = requests
-    duels = history[-1][0] if history else 0
+                run.served.append([r.provider for r in replies])
+                await _settle(origin)
+        records = sorted(origin.agent.credits.ledger.records(), key=lambda r: (r.ts_ms, r.id))
+        view = origin.agent.credits.ledger.view
+        detail: dict[str, Any] = {
+            "corrupt": corrupt,
+            "user_requests": requests,
+            "duels": origin.agent.duels.started,
+            "panels": origin.agent.duels.panels,
+            "verdicts": sum(1 for r in records if isinstance(r, Verdict)),
+            "quality": {n: round(view.evidence.quality(n), 4) for n in [*names, CHEATER]},
+            "judge_weight": {n: round(view.evidence.judge_weight(n), 3) for n in [*names, CHEATER]},
+            "served": {h.name: h.agent.stats.served for h in providers},
+        }
+        if liar:
+            detail["liar_verdicts"] = sum(1 for r in records if isinstance(r, Verdict) and r.judge == LIAR)
+            detail["liar_weight_lost_after"] = _verdicts_until_weight_lost(records, LIAR)
+    return run, detail
+
+
+def _generations(origin: ProviderHandle, providers: list[ProviderHandle]) -> int:
+    """Extra generations so far: every duel copy (one per duel) and every judge's replay."""
+    return origin.agent.duels.started + sum(h.agent.duels.judged for h in providers)
+
+
+async def _settle(origin: ProviderHandle, limit_s: float = 15.0) -> None:
+    """Wait for the origin's duels of the last batch (copies, judges, panels) to finish."""
+    for _ in range(int(limit_s / 0.02)):
+        if all(t.done() for t in origin.agent._tasks):
+            return
+        await asyncio.sleep(0.02)
+
+
+def _second_half_cost(run: _Run) -> float:
+    """Extra generations per user request over the second half of a run (trust established)."""
+    half = len(run.generations) // 2
+    done = run.generations[-1] - run.generations[half]
+    return done / max(1, (len(run.generations) - 1 - half) * BATCH)
+
+
+async def run_duels(
+    requests_100: int = 240,
+    requests_10: int = 640,
+    duel_rate: float = 1.0,
+    duel_rate_min: float = 0.05,
+) -> dict[str, Any]:
+    """Both scenarios; the JSON of `wwwserve bench --duels --json`."""
+    run100, d100 = await _scenario(1.0, True, requests_100, duel_rate, duel_rate_min)
+    run10, d10 = await _scenario(0.1, False, requests_10, duel_rate, duel_rate_min)
+
+    def below_5pct(shares: dict[str, float]) -> bool:
+        return shares.get(CHEATER, 0.0) < 0.05
+
+    def below_half_honest(shares: dict[str, float]) -> bool:
+        honest = [shares.get(n, 0.0) for n in ("honest1", "honest2", "honest3")]
+        return shares.get(CHEATER, 0.0) < 0.5 * statistics.mean(honest)
+
+    cost = [_second_half_cost(run100), _second_half_cost(run10)]
+    liar_lost = d100.pop("liar_weight_lost_after", None)
     return {
-        "corrupt": corrupt,
+        "cheater_100": {"duels_until_share_below_5pct": _duels_until(run100, below_5pct), **d100},
+        "cheater_10": {"duels_until_below_half_honest": _duels_until(run10, below_half_honest), **d10},
+        "lying_judge": {"verdicts_until_weight_lost": liar_lost, "verdicts": d100.get("liar_verdicts")},
+        "extra_generations_per_request": round(statistics.mean(cost), 3),
+        "extra_generations_per_request_by_scenario": {
+            "cheater_100": round(cost[0], 3),
+            "cheater_10": round(cost[1], 3),
+        },
         "duel_rate": duel_rate,
-        "user_requests": user_requests,
-        "duels": duels,
-        "duels_to_catch": caught_at,
-        "final_gap_elo": history[-1][1] if history else None,
-        "cheater_elo": history[-1][2] if history else None,
-        "extra_generations_per_user_request": round((duels + sum(judged.values())) / user_requests, 3),
-        "served": served,
-        "judged": judged,
+        "duel_rate_min": duel_rate_min,
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from wwwserve.ledger.evidence import Evidence
 from wwwserve.ledger.records import (
     DUEL_PENALTY,
     ELO_K,
@@ -36,6 +37,7 @@ class LedgerView:
     stakes: dict[str, float] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
     reputation: dict[str, float] = field(default_factory=dict)  # Elo from duel verdicts
+    evidence: Evidence = field(default_factory=Evidence)  # bad-answer rates and judges' weights
     valid: list[str] = field(default_factory=list)
     invalid: dict[str, str] = field(default_factory=dict)  # record id -> why
 
@@ -108,19 +110,26 @@ def reputation_factor(elo: float) -> float:
     return 2.0 / (1.0 + 10 ** ((ELO_START - elo) / 400.0))
 
 
+def routing_factor(view: LedgerView, name: str) -> float:
+    """How much a peer's answers are trusted for routing: its Elo factor times its duel quality."""
+    return reputation_factor(view.reputation.get(name, ELO_START)) * view.evidence.quality(name)
+
+
 def _apply_verdict(view: LedgerView, v: Verdict) -> None:
-    """Elo update for both duelists; the loser pays the winner a stake penalty."""
+    """Duel evidence, Elo for both duelists and a stake penalty for the loser, each scaled by the
+    judge's weight (a judge often outvoted by panels moves little)."""
+    weight = view.evidence.add_verdict(v.duel_id, v.judge, v.a, v.b, v.winner)
     ra, rb = view.reputation.get(v.a, ELO_START), view.reputation.get(v.b, ELO_START)
     expected_a = 1.0 / (1.0 + 10 ** ((rb - ra) / 400.0))
     score = {"a": 1.0, "b": 0.0, "tie": 0.5}[v.winner]
-    view.reputation[v.a] = round(ra + ELO_K * (score - expected_a), 3)
-    view.reputation[v.b] = round(rb - ELO_K * (score - expected_a), 3)
+    view.reputation[v.a] = round(ra + weight * ELO_K * (score - expected_a), 3)
+    view.reputation[v.b] = round(rb - weight * ELO_K * (score - expected_a), 3)
     if v.winner == "tie":
         return
     winner, loser = (v.a, v.b) if v.winner == "a" else (v.b, v.a)
     if loser not in view.balances or winner not in view.balances:
         return  # a duelist without an identity in the ledger has no stake to lose
-    penalty = min(DUEL_PENALTY, view.stakes.get(loser, 0.0))
+    penalty = round(min(weight * DUEL_PENALTY, view.stakes.get(loser, 0.0)), 6)
     if penalty <= 0:
         return
     view.stakes[loser] = round(view.stakes[loser] - penalty, 6)

@@ -126,8 +126,8 @@ class Verdict(BaseModel):
 
     @property
     def id(self) -> str:
-        """One verdict per duel."""
-        return f"v:{self.duel_id}"
+        """One verdict per duel and judge (a panel has several)."""
+        return f"v:{self.duel_id}:{self.judge}"
 
     def body(self) -> bytes:
         """Canonical bytes the judge signs."""

@@ -5,7 +5,9 @@ Formulas (docs/policies.md):
   counts what we sent it since its last heartbeat, and its estimate carries the hop cost plus a
   staleness penalty proportional to the heartbeat's age;
 - trust = (1 + stake_bonus x stake / (stake + stake_scale)) x reputation: a newcomer with no stake
-  weighs as much as this agent itself, a large stake up to (1 + stake_bonus) times more;
+  weighs as much as this agent itself, a large stake up to (1 + stake_bonus) times more; reputation is
+  the Elo factor times the duel quality factor, which falls steeply with evidence of bad answers
+  (wwwserve/ledger/evidence.py), so a provider that loses most of its duels gets almost nothing;
 - an option "meets" the request when e2e <= slo_ms x slo_margin and ttft <= slo_ttft_ms x slo_margin
   (each only when the request states it) and e2e <= remaining_ms (the hard deadline);
 - a request a peer forwarded to us is served here whenever we have room and can make its deadline
@@ -69,7 +71,8 @@ class DefaultPolicy:
         return p.load + p.sent_since_beat < self._network_places(p)
 
     def _trust(self, p: PeerState) -> float:
-        return stake_factor(p.stake, self.stake_bonus, self.stake_scale) * max(0.05, p.reputation)
+        # no floor that keeps a proven cheater a share: its quality factor alone decides (docs/duels.md)
+        return stake_factor(p.stake, self.stake_bonus, self.stake_scale) * max(1e-9, p.reputation)
 
     def _meets(self, req: RequestInfo, est: Estimate) -> bool:
         """Whether an estimate meets the user's SLOs (with the safety margin) and the deadline."""
