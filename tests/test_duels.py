@@ -159,3 +159,17 @@ def test_a_judge_outvoted_by_panels_loses_its_weight_and_its_verdicts_stop_count
     fresh = new_identity("fresh")  # the same five verdicts from a judge never outvoted do hurt
     same = [_verdict(fresh, f"x{i}", "honest", "other", "b", 1000 + i) for i in range(5)]
     assert compute([*records, *same]).evidence.quality("honest") < 0.2
+
+
+@pytest.mark.timeout(240)
+async def test_duel_bench_reports_the_named_json_fields() -> None:
+    from wwwserve.bench.duels import run_duels
+
+    res = await run_duels(requests_100=48, requests_10=48)
+    assert set(res["cheater_100"]) >= {"duels_until_share_below_5pct", "share_without_duels", "timeline"}
+    assert "duels_until_below_half_honest" in res["cheater_10"]
+    assert "verdicts_until_weight_lost" in res["lying_judge"]
+    assert 0 < res["extra_generations_per_request"] < 3
+    # with duels on, a provider answering garbage every time is dueled at once and served almost nothing
+    assert res["cheater_100"]["cheater_served_with_duels"] <= 4, res["cheater_100"]["timeline"]
+    assert res["cheater_100"]["quality"]["cheater"] < 0.01

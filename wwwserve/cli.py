@@ -262,7 +262,7 @@ def ledger(
     ] = "nats://127.0.0.1:4222",
     json_out: Annotated[bool, typer.Option("--json", help="print the view as JSON")] = False,
 ) -> None:
-    """A provider's view of the credit ledger: balances, stakes, reputation, receipt count."""
+    """A provider's view of the credit ledger: balances, stakes, reputation, duel quality, judge weight."""
     import nats as nats_client
     from rich.console import Console
     from rich.table import Table
@@ -289,10 +289,15 @@ def ledger(
         typer.echo(json.dumps(view))
         return
     t = Table(title=f"ledger as {provider} sees it ({view['receipts']} receipts)")
-    for col in ("provider", "balance", "stake", "reputation"):
+    for col in ("provider", "balance", "stake", "reputation", "quality", "judge weight"):
         t.add_column(col)
     for name, bal in view["balances"].items():
         t.add_row(
-            name, f"{bal:.2f}", f"{view['stakes'].get(name, 0):.2f}", str(view["reputation"].get(name, ""))
+            name,
+            f"{bal:.2f}",
+            f"{view['stakes'].get(name, 0):.2f}",
+            str(view["reputation"].get(name, "")),
+            str(view.get("quality", {}).get(name, "")),
+            str(view.get("judge_weight", {}).get(name, "")),
         )
     Console().print(t)

@@ -130,6 +130,8 @@ class Credits:
             "balances": dict(sorted(v.balances.items())),
             "stakes": dict(sorted(v.stakes.items())),
             "reputation": dict(sorted(v.reputation.items())),
+            "quality": {n: round(v.evidence.quality(n), 4) for n in sorted(v.evidence.duels)},
+            "judge_weight": {n: round(v.evidence.judge_weight(n), 4) for n in sorted(v.evidence.judges)},
             "receipts": sum(1 for rid in v.valid if rid.startswith("r:")),
             "invalid": len(v.invalid),
             "keys": dict(sorted(v.keys.items())),

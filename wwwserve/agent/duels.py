@@ -43,6 +43,7 @@ JUDGE_PREFIX = "llm.duel.judge"
 VERDICT_SUBJECT = "llm.duel.verdict"
 DUEL_TIMEOUT_S = 60.0
 SUSPECT_BAD_RATE = 0.05  # a server losing this share of its duels or more is dueled at the full rate
+PROVEN_UNCERTAINTY = 0.1  # below this (about 18 recent verdicts without losses) a server is proven
 
 # (engine, model, request, (a, answer_a), (b, answer_b)) -> judgement
 JudgeFn = Callable[[Engine, str, CompletionRequest, tuple[str, str], tuple[str, str]], Awaitable[Judgement]]
@@ -85,7 +86,8 @@ class Duels:
         s = self.agent.settings
         low = min(s.duel_rate_min, s.duel_rate)
         ev = self.agent.credits.ledger.view.evidence
-        need = max(ev.uncertainty(server), min(1.0, ev.bad_rate(server) / SUSPECT_BAD_RATE))
+        unknown = max(0.0, ev.uncertainty(server) - PROVEN_UNCERTAINTY) / (1.0 - PROVEN_UNCERTAINTY)
+        need = max(unknown, min(1.0, ev.bad_rate(server) / SUSPECT_BAD_RATE))
         return low + (s.duel_rate - low) * need
 
     def maybe_start(

@@ -2,18 +2,20 @@
 
 Two scenarios over real agents and real nats-servers. An origin with one slow slot dispatches all its
 users' requests (greedy, so judges `replay`), with the adaptive duel rate (1.0 for servers with little
-evidence or recent losses, `duel_rate_min` for proven ones). Its peers: three honest providers and a
+evidence or recent losses, `duel_rate_min` for proven ones). Its peers: four honest providers and a
 cheater (`sim` with `corrupt=<share>`):
 
-- `cheater_100`: the cheater answers garbage every time, and a fourth honest provider judges dishonestly
-  (it votes for the cheater whenever the cheater is a duelist). Reported: duels until the cheater's share
-  of the origin's traffic stays below 5%, and the lying judge's verdicts until its judging weight is lost
-  (below WEIGHT_LOST of a fresh judge's, in the origin's ledger, for good).
-- `cheater_10`: garbage one time in ten. Reported: duels until its share stays below half of an honest
-  peer's (mean).
+- `cheater_100`: the cheater answers garbage every time. Reported: duels until its share of the
+  origin's traffic stays below 5%.
+- `cheater_10`: garbage one time in ten, and a fifth honest provider judges dishonestly (it votes for the
+  cheater whenever the cheater is a duelist; the 10% cheater stays in more duels than the 100% one, so
+  the liar is tested more often). Reported: duels until the cheater's share stays below half of an
+  honest peer's (mean), and the lying judge's verdicts until its judging weight is lost (below
+  WEIGHT_LOST of a fresh judge's, in the origin's ledger, for good).
 
-Shares are measured on what users got: after each batch of 8 requests, the share of the next WINDOW
-requests each provider served. Cost: extra generations (duel copies + judges' replays) per user
+Shares are measured on what users got: first BASELINE requests without duels (each provider's share
+with no evidence), then, after each batch of BATCH requests, the share of the next WINDOW requests each
+provider served. Cost: extra generations (duel copies + judges' replays) per user
 request over the second half of each run, once trust is established.
 """
 
@@ -36,10 +38,14 @@ from wwwserve.protocol.messages import CompletionRequest
 from wwwserve.topology import LocalNetwork, ProviderHandle
 
 MODEL = "duel-model"
-BATCH = 8
+BATCH = 4
 WINDOW = 40  # requests a share is measured over
+BASELINE = 80  # requests served before duels start: each provider's share without evidence
 CHEATER = "cheater"
+# greedy (judges replay); the SLO keeps the origin's own slow engine out, so all of it is forwarded
+BODY = {"max_tokens": 16, "temperature": 0.0, "slo_ms": 1000}
 LIAR = "liar"
+HONEST = ("honest1", "honest2", "honest3", "honest4")
 
 
 def lying_judge(favour: str) -> Callable[..., Any]:
@@ -71,7 +77,9 @@ def _shares_after(run: _Run, k: int) -> dict[str, float] | None:
     batches = WINDOW // BATCH
     if k + batches > len(run.served):
         return None
-    names = [n for batch in run.served[k : k + batches] for n in batch]
+    names = [n for batch in run.served[k : k + batches] for n in batch if n != "origin"]
+    if not names:
+        return {}
     return {n: names.count(n) / len(names) for n in set(names)}
 
 
@@ -126,21 +134,30 @@ async def _scenario(
             max_queue=0,
             engine_opt={"decode_tpot_ms": "200"},
         )
-        names = ["honest1", "honest2", "honest3", *([LIAR] if liar else [])]
+        names = [*HONEST, *([LIAR] if liar else [])]
         for name in names:
             await net.add_provider(name, engine_opt={"decode_tpot_ms": "2"}, **honest)
         await net.add_provider(CHEATER, engine_opt={"decode_tpot_ms": "2", "corrupt": str(corrupt)}, **honest)
         if liar:
             net.providers[LIAR].agent.duels.judge_fn = lying_judge(CHEATER)
-        await asyncio.sleep(2.0)  # stakes published and synced
+        names_all = [*names, CHEATER]
+        for _ in range(200):  # every stake published and synced: all start with the same weight
+            if all(n in origin.agent.credits.ledger.view.stakes for n in names_all):
+                break
+            await asyncio.sleep(0.05)
         providers = list(net.providers.values())
         async with Client(origin.url, timeout=60) as c:
+            origin.agent.settings.duel_rate = 0.0
+            before = await asyncio.gather(
+                *(c.request(MODEL, {"prompt": f"warm-up {i}", **BODY}) for i in range(BASELINE))
+            )
+            origin.agent.settings.duel_rate = duel_rate
             for start in range(0, requests, BATCH):
                 run.duels.append(origin.agent.duels.started)
                 run.generations.append(_generations(origin, providers))
                 replies = await asyncio.gather(
                     *(
-                        c.request(MODEL, {"prompt": f"question {i}", "max_tokens": 16, "temperature": 0.0})
+                        c.request(MODEL, {"prompt": f"question {i}", **BODY})
                         for i in range(start, start + BATCH)
                     )
                 )
@@ -157,6 +174,13 @@ async def _scenario(
             "quality": {n: round(view.evidence.quality(n), 4) for n in [*names, CHEATER]},
             "judge_weight": {n: round(view.evidence.judge_weight(n), 3) for n in [*names, CHEATER]},
             "served": {h.name: h.agent.stats.served for h in providers},
+            "share_without_duels": {
+                n: round(sum(r.provider == n for r in before) / BASELINE, 3) for n in [*names, CHEATER]
+            },
+            "stakes": {n: view.stakes.get(n) for n in names_all},
+            # per batch: duels started before it, and how many of its requests the cheater served
+            "timeline": [[d, batch.count(CHEATER)] for d, batch in zip(run.duels, run.served, strict=True)],
+            "cheater_served_with_duels": sum(batch.count(CHEATER) for batch in run.served),
         }
         if liar:
             detail["liar_verdicts"] = sum(1 for r in records if isinstance(r, Verdict) and r.judge == LIAR)
@@ -185,28 +209,28 @@ def _second_half_cost(run: _Run) -> float:
 
 
 async def run_duels(
-    requests_100: int = 240,
-    requests_10: int = 640,
+    requests_100: int = 400,
+    requests_10: int = 2400,
     duel_rate: float = 1.0,
     duel_rate_min: float = 0.05,
 ) -> dict[str, Any]:
     """Both scenarios; the JSON of `wwwserve bench --duels --json`."""
-    run100, d100 = await _scenario(1.0, True, requests_100, duel_rate, duel_rate_min)
-    run10, d10 = await _scenario(0.1, False, requests_10, duel_rate, duel_rate_min)
+    run100, d100 = await _scenario(1.0, False, requests_100, duel_rate, duel_rate_min)
+    run10, d10 = await _scenario(0.1, True, requests_10, duel_rate, duel_rate_min)
 
     def below_5pct(shares: dict[str, float]) -> bool:
         return shares.get(CHEATER, 0.0) < 0.05
 
     def below_half_honest(shares: dict[str, float]) -> bool:
-        honest = [shares.get(n, 0.0) for n in ("honest1", "honest2", "honest3")]
+        honest = [shares.get(n, 0.0) for n in HONEST]
         return shares.get(CHEATER, 0.0) < 0.5 * statistics.mean(honest)
 
     cost = [_second_half_cost(run100), _second_half_cost(run10)]
-    liar_lost = d100.pop("liar_weight_lost_after", None)
+    liar_lost = d10.pop("liar_weight_lost_after", None)
     return {
         "cheater_100": {"duels_until_share_below_5pct": _duels_until(run100, below_5pct), **d100},
         "cheater_10": {"duels_until_below_half_honest": _duels_until(run10, below_half_honest), **d10},
-        "lying_judge": {"verdicts_until_weight_lost": liar_lost, "verdicts": d100.get("liar_verdicts")},
+        "lying_judge": {"verdicts_until_weight_lost": liar_lost, "verdicts": d10.get("liar_verdicts")},
         "extra_generations_per_request": round(statistics.mean(cost), 3),
         "extra_generations_per_request_by_scenario": {
             "cheater_100": round(cost[0], 3),

@@ -14,7 +14,9 @@ same records agrees. Formulas (docs/duels.md, "Starving cheaters"):
   traffic; a steep power makes the user's expected harm, not the rating gap, drive the weight.
 - A duel whose first verdict is not a tie (or, sometimes, one that is) goes to two more judges: a panel
   of three. Each verdict counts with its judge's weight as it arrives; once the panel is full the
-  majority decides: the outvoted verdict is taken back and its judge *dissents*. A judge's weight is
+  majority decides: the outvoted verdict is taken back and its judge *dissents*. Unanimous ties are
+  not counted for the judges (a judge that lies only when its partner is a duelist would otherwise dilute
+  its dissent with easy agreement). A judge's weight is
   `(1 - dissent / (panels + PRIOR_PANELS)) ** JUDGE_EXPONENT`, decayed like the duels: a judge that
   always votes against the majority drops below WEIGHT_LOST within a few panels.
 """
@@ -29,7 +31,7 @@ PRIOR_DUELS = 2.0  # pseudo-verdicts without a loss: a newcomer starts at full w
 QUALITY_EXPONENT = 8.0
 JUDGE_DECAY = 0.97
 PRIOR_PANELS = 4.0
-JUDGE_EXPONENT = 4.0
+JUDGE_EXPONENT = 6.0
 PANEL_SIZE = 3
 WEIGHT_LOST = 0.1  # a judge below this weight has lost its judging weight
 OPEN_PANELS = 10_000  # duels whose panel may still be filled
@@ -130,9 +132,13 @@ class Evidence:
             del self.votes[next(iter(self.votes))]
         if len(votes) == PANEL_SIZE:
             majority, count = Counter(w for _, w, _ in votes).most_common(1)[0]
+            # a unanimous tie says nothing about the judges (any judge gets easy cases right): only
+            # panels that found a winner, or where someone was outvoted, count for their records
+            informative = majority != "tie" or count < PANEL_SIZE
             for j, w, counted in votes:
                 dissented = count > 1 and w != majority
-                self.judges.setdefault(j, JudgeEvidence()).add_panel(dissented)
+                if informative:
+                    self.judges.setdefault(j, JudgeEvidence()).add_panel(dissented)
                 if dissented:  # the majority decides the duel: the outvoted verdict no longer counts
                     self.duels[a].undo(counted, lost=w == "b")
                     self.duels[b].undo(counted, lost=w == "a")
