@@ -316,6 +316,7 @@ class Agent:
             kv_cache_usage=None if load.kv_cache_usage is None else round(load.kv_cache_usage, 3),
             prefill_backlog=load.prefill_backlog,
             prefill_busy=round(load.prefill_busy, 3),
+            prefix_filter=load.prefix_filter.encode() if load.prefix_filter is not None else "",
             price=self.settings.price,
             network_share=self.settings.network_share,
             stake=self.credits.ledger.view.stakes.get(self.name, 0.0),

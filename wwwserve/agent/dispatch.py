@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 
 from wwwserve.agent.relay import RECEIPT_HEADER, relay
 from wwwserve.agent.replies import ReplyWriter
-from wwwserve.engines.base import Delta
+from wwwserve.engines.base import Delta, prompt_text
 from wwwserve.errors import (
     BackendError,
     BadRequest,
@@ -31,6 +31,7 @@ from wwwserve.protocol import subjects
 from wwwserve.protocol.codec import Codec, decode, detect
 from wwwserve.protocol.headers import Routing, routing_from_headers
 from wwwserve.protocol.messages import CompletionRequest, Reply, Usage, parse_request
+from wwwserve.protocol.prefix import block_hashes, checkpoints, matched_tokens
 
 if TYPE_CHECKING:
     from wwwserve.agent.agent import Agent
@@ -176,8 +177,8 @@ class Dispatcher:
             max_price=req.max_price,
         )
 
-    def own_state(self) -> OwnState:
-        """This agent's state for the policy."""
+    def own_state(self, probes: list[int] | None = None) -> OwnState:
+        """This agent's state for the policy (`probes`: the request's prefix checkpoints)."""
         a, s = self.agent, self.agent.settings
         load = a.load()
         return OwnState(
@@ -199,10 +200,11 @@ class Dispatcher:
             slo_aware=s.slo_aware,
             min_price=s.min_price,
             healthy=a.engine_healthy() and not a.draining,
+            cached_tokens=matched_tokens(load.prefix_filter, probes) if probes else 0,
         )
 
-    def peer_states(self, model: str, exclude: set[str]) -> list[PeerState]:
-        """Alive peers serving `model`, as the policy sees them."""
+    def peer_states(self, model: str, exclude: set[str], probes: list[int] | None = None) -> list[PeerState]:
+        """Alive peers serving `model`, as the policy sees them (with what they hold of the prefix)."""
         out = []
         for p in self.agent.peers.serving(model):
             b = p.beat
@@ -226,6 +228,7 @@ class Dispatcher:
                     stake=self.agent.credits.ledger.view.stakes.get(b.name, 0.0),
                     reputation=routing_factor(self.agent.credits.ledger.view, b.name),
                     age_s=p.age_s(),
+                    cached_tokens=matched_tokens(p.prefix_filter, probes) if probes else 0,
                     sent_since_beat=p.sent_since_beat,
                     accepting=b.accepting,
                 )
@@ -250,9 +253,12 @@ class Dispatcher:
                     f"{agent.name} serves peers with credit only; {routing.origin} lacks {cost:.2f}"
                 )
         tried: set[str] = {routing.origin} if routing.hops > 0 else set()  # never bounce back
+        probes = checkpoints(block_hashes(prompt_text(req)))  # the prefix's advertised blocks
         while True:
             info = self._request_info(req, model, routing)
-            decision = agent.policy.decide(info, self.own_state(), self.peer_states(model, tried), agent.rng)
+            decision = agent.policy.decide(
+                info, self.own_state(probes), self.peer_states(model, tried, probes), agent.rng
+            )
             if isinstance(decision, Accept):
                 await self._serve(req, model, routing, writer, received)
                 return
@@ -291,7 +297,9 @@ class Dispatcher:
                         if d.finish_reason:
                             finish = d.finish_reason
                             usage = Usage(
-                                prompt_tokens=d.prompt_tokens, completion_tokens=d.completion_tokens
+                                prompt_tokens=d.prompt_tokens,
+                                completion_tokens=d.completion_tokens,
+                                cached_tokens=d.cached_tokens,
                             )
                 except EngineStalled as exc:
                     agent.mark_engine_unhealthy(str(exc))

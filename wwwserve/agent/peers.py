@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from wwwserve.protocol.messages import Heartbeat
+from wwwserve.protocol.prefix import PrefixFilter
 
 
 @dataclass
@@ -15,6 +16,14 @@ class Peer:
     beat: Heartbeat
     received: float  # time.monotonic() at arrival
     sent_since_beat: int = 0  # requests we forwarded to it after this heartbeat
+    _filter: PrefixFilter | bool | None = False  # decoded on first use (False: not yet)
+
+    @property
+    def prefix_filter(self) -> PrefixFilter | None:
+        """What the peer's prefix cache holds, decoded once per heartbeat."""
+        if self._filter is False:
+            self._filter = PrefixFilter.decode(self.beat.prefix_filter)
+        return self._filter if isinstance(self._filter, PrefixFilter) else None
 
     def age_s(self, now: float | None = None) -> float:
         """Seconds since this peer last spoke."""

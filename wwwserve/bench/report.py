@@ -69,6 +69,7 @@ def curve_ratios(ours: list[list[float]], base: list[list[float]]) -> dict[str, 
 def summarize(records: list[Record], w: Workload) -> dict[str, Any]:
     """The per-policy figures of `wwwserve bench --json`."""
     ok = [r for r in records if not r.error and r.e2e_ms is not None]
+    prompt_tokens = sum(r.prompt_tokens for r in ok)
     lat = [r.e2e_ms for r in ok if r.e2e_ms is not None]
     ttft = [r.ttft_ms for r in ok if r.ttft_ms is not None]
     n = len(records)
@@ -85,6 +86,9 @@ def summarize(records: list[Record], w: Workload) -> dict[str, Any]:
         "failed": n - len(ok),
         "errors": dict(Counter(r.error for r in records if r.error)),
         "e2e_slo_curve": e2e_slo_curve(records, slo_thresholds(w)),
+        # prefix locality: share of the served prompts' tokens found in the server's prefix cache
+        "prefix_hit_rate": round(sum(r.cached_tokens for r in ok) / max(1, prompt_tokens), 4),
+        "saved_prefill_tokens": sum(r.cached_tokens for r in ok),
     }
 
 

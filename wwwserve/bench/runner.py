@@ -24,7 +24,12 @@ from wwwserve.errors import WWWServeError
 from wwwserve.observe import wait_for_providers
 from wwwserve.protocol.messages import Reply
 
-POLICY_FLAGS = {"isolated": "isolated", "wwwserve": "default", "centralized": "centralized"}
+POLICY_FLAGS = {
+    "isolated": "isolated",
+    "wwwserve": "default",
+    "wwwserve-noprefix": "noprefix",
+    "centralized": "centralized",
+}
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Record:
     provider: str = ""
     hops: int = 0
     error: str = ""
+    cached_tokens: int = 0  # prompt tokens the server found in its prefix cache
 
 
 class _Procs:
@@ -171,7 +177,7 @@ async def run_policy(
             client = clients[a.origin] if a.origin in present else hub_client
             rec = Record(a.index, a.origin, a.prompt_tokens, a.output_tokens, time.monotonic() - t0)
             body = {
-                "prompt": " ".join(["tok"] * a.prompt_tokens),
+                "prompt": a.prompt,
                 "max_tokens": a.output_tokens,
                 **body_extra,
             }
@@ -183,6 +189,7 @@ async def run_policy(
                     if isinstance(item, Reply):
                         rec.e2e_ms = (time.monotonic() - sent) * 1000
                         rec.provider, rec.hops = item.provider, item.hops
+                        rec.cached_tokens = item.usage.cached_tokens
             except WWWServeError as exc:
                 rec.error = exc.code
             except Exception as exc:

@@ -9,6 +9,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+class Sessions(BaseModel):
+    """Multi-turn conversations and shared system prompts over the trace's arrivals (prefix locality)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    continue_share: float = Field(
+        0.7, ge=0, le=1, description="share of arrivals that are the next turn of an open session"
+    )
+    system_prompts: int = Field(20, ge=1, description="distinct shared system prompts (tenants)")
+    system_prompt_tokens: int = Field(800, ge=0, description="tokens of each system prompt")
+    max_turns: int = Field(8, ge=1, description="a session closes after this many turns")
+
+
 class Workload(BaseModel):
     """Which slice of which trace to replay, how fast, and whose users send each arrival."""
 
@@ -32,6 +45,9 @@ class Workload(BaseModel):
     max_prompt_tokens: int = Field(8000, description="longer trace prompts are cut to this")
     max_output_tokens: int = Field(2048, description="longer trace outputs are cut to this")
     timeout_s: float = Field(120.0, gt=0, description="each request's deadline")
+    sessions: Sessions | None = Field(
+        None, description="multi-turn sessions: a next turn is the previous prompt + answer + a message"
+    )
 
 
 class ProviderSpec(BaseModel):

@@ -1,13 +1,21 @@
-"""Turn a trace (TIMESTAMP, ContextTokens, GeneratedTokens) into timed arrivals with an origin."""
+"""Turn a trace (TIMESTAMP, ContextTokens, GeneratedTokens) into timed arrivals with an origin and a prompt.
+
+Prompts are words (the sim counts whitespace words as tokens), unique per request unless the scenario
+has `[workload.sessions]`: then an arrival either opens a session (a tenant's shared system prompt plus
+the user's message) or, with probability `continue_share`, is the next turn of an open session of the
+same provider's users: the previous prompt + the previous answer + the new message, whose length is the
+trace row's context tokens minus the history (at least 16). A session closes after `max_turns` turns, or
+when its history would pass `max_prompt_tokens`.
+"""
 
 from __future__ import annotations
 
 import csv
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from wwwserve.bench.scenario import Scenario
+from wwwserve.bench.scenario import Scenario, Workload
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,54 @@ class Arrival:
     origin: str
     prompt_tokens: int
     output_tokens: int
+    prompt: str = ""
+    session: int | None = None  # the conversation it belongs to, if any
+    turn: int = 0
+
+
+@dataclass
+class _Session:
+    id: int
+    origin: str
+    words: list[str]  # the whole history: system prompt, messages and answers so far
+    turns: int
+
+
+def _words(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{j:x}" for j in range(n)]
+
+
+def _with_prompts(picked: list[Arrival], w: Workload, seed: int) -> list[Arrival]:
+    """Give every arrival its prompt text (sessions: shared prefixes; otherwise unique words)."""
+    s = w.sessions
+    if s is None:
+        return [replace(a, prompt=" ".join(_words(f"m{a.index}.", a.prompt_tokens))) for a in picked]
+    rng = random.Random(seed + 1)
+    system = [_words(f"s{k}.", s.system_prompt_tokens) for k in range(s.system_prompts)]
+    open_by_origin: dict[str, list[_Session]] = {}
+    out: list[Arrival] = []
+    next_id = 0
+    for a in picked:
+        mine = open_by_origin.setdefault(a.origin, [])
+        sess = rng.choice(mine) if mine and rng.random() < s.continue_share else None
+        if sess is not None:
+            new = max(16, a.prompt_tokens - len(sess.words))
+            if len(sess.words) + new > w.max_prompt_tokens:
+                mine.remove(sess)
+                sess = None
+        if sess is None:
+            sess = _Session(next_id, a.origin, list(rng.choice(system)), 0)
+            next_id += 1
+            mine.append(sess)
+            new = max(16, a.prompt_tokens - len(sess.words))
+        sess.words += _words(f"u{a.index}.", new)
+        prompt = " ".join(sess.words)
+        out.append(replace(a, prompt=prompt, prompt_tokens=len(sess.words), session=sess.id, turn=sess.turns))
+        sess.turns += 1
+        sess.words += _words(f"a{a.index}.", a.output_tokens)  # the answer joins the history
+        if sess.turns >= s.max_turns:
+            mine.remove(sess)
+    return out
 
 
 def _ts(text: str) -> float:
@@ -56,7 +112,7 @@ def arrivals(scenario: Scenario) -> list[Arrival]:
                 else:
                     origin = rng.choices(names, weights=w.weights)[0]
                 picked.append((ts - t0, origin, ctx, gen))
-    return [
+    timed = [
         Arrival(
             index=i,
             at_s=rel / w.time_scale,
@@ -66,3 +122,4 @@ def arrivals(scenario: Scenario) -> list[Arrival]:
         )
         for i, (rel, origin, ctx, gen) in enumerate(picked)
     ]
+    return _with_prompts(timed, w, w.seed)

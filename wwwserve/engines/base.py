@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from wwwserve.protocol.messages import CompletionRequest
+from wwwserve.protocol.prefix import PrefixFilter
 
 _Opts = TypeVar("_Opts")
 
@@ -20,6 +21,7 @@ class Delta:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache (not prefilled again)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class EngineLoad:
     kv_cache_usage: float | None = None  # share of the KV cache in use, 0..1; None = unknown
     prefill_backlog: int = 0  # prompt tokens admitted but not yet prefilled (shared prefill queue)
     prefill_busy: float = 0.0  # share of recent engine time spent prefilling, 0..1 (stalls decodes)
+    prefix_filter: PrefixFilter | None = None  # what its prefix cache holds (None: no prefix caching known)
 
 
 class Engine(Protocol):

@@ -34,7 +34,9 @@ import structlog
 
 from wwwserve.engines.base import Delta, EngineLoad, apply_stop, parse_options, prompt_text
 from wwwserve.engines.hardware import GIB, GPUS, MODELS
+from wwwserve.engines.prefix_cache import PrefixCache
 from wwwserve.protocol.messages import CompletionRequest
+from wwwserve.protocol.prefix import BLOCK_TOKENS, block_hashes
 
 _WORDS = (
     "the network answers every request with care while providers share capacity and credits "
@@ -49,6 +51,7 @@ _MASK = (1 << 64) - 1
 _DEFAULT_MFU = 0.55  # hand-set peak_tflops without a gpu profile: the Ampere fit
 _DEFAULT_BW_EFF = 0.70
 _MAX_DEBT_S = 0.05  # a late event loop is caught up by at most this much (then simulated time slips)
+_UNBOUNDED_CACHE_BLOCKS = 65536  # prefix cache size when no KV limit is modelled
 
 
 class _SplitMix:
@@ -94,6 +97,7 @@ class SimOptions:
     max_batched_tokens: int = 2048  # token budget of one step (vLLM's max_num_batched_tokens)
     kv_capacity_tokens: int = 0  # KV cache size in tokens; 0 = from the profile, unbounded without one
     block_size: int = 16  # KV cache block (page) size in tokens
+    prefix_caching: int = 1  # 1: keep finished prompts' KV blocks and skip the prefill of cached prefixes
 
     @classmethod
     def from_opts(cls, opts: dict[str, str]) -> SimOptions:
@@ -180,6 +184,8 @@ class _Seq:
     prompt_tokens: int
     max_tokens: int
     prefill_target: int  # tokens to prefill: the prompt, or prompt + output after a preemption
+    hashes: list[int] = field(default_factory=list)  # the prompt's block hashes (prefix cache keys)
+    cached: int = 0  # prompt tokens found in the prefix cache at admission
     prefilled: int = 0
     produced: int = 0
     blocks: int = 0
@@ -213,6 +219,9 @@ class SimEngine:
         cap = self.timing.kv_capacity_tokens
         self._total_blocks = None if cap is None else cap // self.options.block_size
         self._free_blocks = self._total_blocks or 0
+        cache_blocks = _UNBOUNDED_CACHE_BLOCKS if self._total_blocks is None else self._total_blocks
+        self.prefix_cache = PrefixCache(cache_blocks if self.options.prefix_caching else 0)
+        self.cached_tokens = 0  # prompt tokens served from the prefix cache so far
         self._running: list[_Seq] = []  # admission order
         self._waiting: collections.deque[_Seq] = collections.deque()
         self._wake = asyncio.Event()
@@ -266,6 +275,7 @@ class SimEngine:
             kv_cache_usage=self.kv_cache_usage(),
             prefill_busy=self.prefill_busy(),
             prefill_backlog=sum(s.prefill_target - s.prefilled for s in (*self._running, *self._waiting)),
+            prefix_filter=self.prefix_cache.advertised() if self.prefix_cache.capacity else None,
         )
 
     def prefill_busy(self, window_s: float = 5.0) -> float:
@@ -350,7 +360,7 @@ class SimEngine:
                 break  # admission waits for KV blocks
             self._waiting.popleft()
             self._running.append(s)
-            n = min(budget, s.prefill_target)
+            n = min(budget, s.prefill_target - s.prefilled)  # a cached prefix is not prefilled
             chunks.append((s, n))
             budget -= n
         return decodes, chunks
@@ -366,6 +376,8 @@ class SimEngine:
             if s.prefilled >= s.prefill_target:
                 s.produced += 1
                 touched.append(s)
+                if s.hashes and s.produced == 1:
+                    self.prefix_cache.insert(s.hashes)
         for s in touched:
             if s.produced >= s.max_tokens:
                 s.done = True
@@ -414,9 +426,17 @@ class SimEngine:
             self._busy_window.append((time.monotonic(), step.duration_s * share))
         return self._apply(step.decodes, step.chunks)
 
-    def submit(self, prompt_tokens: int, max_tokens: int) -> _Seq:
-        """Queue a request in the engine (the async path and virtual-time calibration both use it)."""
-        seq = _Seq(prompt_tokens, max_tokens, prompt_tokens)
+    def submit(self, prompt_tokens: int, max_tokens: int, hashes: list[int] | None = None) -> _Seq:
+        """Queue a request in the engine (the async path and virtual-time calibration both use it).
+
+        Its leading blocks found in the prefix cache are not prefilled again (at least the last token
+        is computed, as vLLM does, to sample the first output token).
+        """
+        seq = _Seq(prompt_tokens, max_tokens, prompt_tokens, hashes or [])
+        if hashes and self.prefix_cache.capacity:
+            seq.cached = min(self.prefix_cache.match(hashes) * BLOCK_TOKENS, prompt_tokens - 1)
+            seq.prefilled = seq.cached
+            self.cached_tokens += seq.cached
         self._waiting.append(seq)
         self._wake.set()
         return seq
@@ -457,7 +477,8 @@ class SimEngine:
                 yield delta
             return
         self._ensure_loop()
-        seq = self.submit(prompt_tokens, request.max_tokens)
+        hashes = block_hashes(text) if self.options.prefix_caching else []
+        seq = self.submit(prompt_tokens, request.max_tokens, hashes)
 
         async def ready() -> AsyncGenerator[tuple[int, bool], None]:
             while True:
@@ -469,7 +490,7 @@ class SimEngine:
 
         try:
             async with contextlib.aclosing(ready()) as steps:
-                async for delta in _stream(steps, words, prompt_tokens, stops):
+                async for delta in _stream(steps, words, prompt_tokens, stops, seq.cached):
                     yield delta
         finally:
             if not seq.done:
@@ -493,7 +514,11 @@ async def _instant_ready(max_tokens: int) -> AsyncIterator[tuple[int, bool]]:
 
 
 async def _stream(
-    ready: AsyncIterator[tuple[int, bool]], words: Iterator[str], prompt_tokens: int, stops: list[str]
+    ready: AsyncIterator[tuple[int, bool]],
+    words: Iterator[str],
+    prompt_tokens: int,
+    stops: list[str],
+    cached_tokens: int = 0,
 ) -> AsyncIterator[Delta]:
     """Deltas of the answer as `ready` reports (words made so far, finished); cut at a stop sequence.
 
@@ -509,13 +534,13 @@ async def _stream(
             if stops:
                 cut, stopped = apply_stop(produced + piece + word, stops)
                 if stopped:
-                    yield Delta(cut[len(produced) :], "stop", prompt_tokens, emitted)
+                    yield Delta(cut[len(produced) :], "stop", prompt_tokens, emitted, cached_tokens)
                     return
             piece += word
             emitted += 1
         produced += piece
         if done:
-            yield Delta(piece, "length", prompt_tokens, emitted)
+            yield Delta(piece, "length", prompt_tokens, emitted, cached_tokens)
             return
         if piece:
             yield Delta(piece)

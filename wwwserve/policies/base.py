@@ -37,6 +37,7 @@ class ServerState:
     tpot_ms: float = 0.0  # 0 = unknown
     prefill_backlog: int = 0  # prompt tokens ahead in the engine's shared prefill
     prefill_busy: float = 0.0  # share of recent engine time spent prefilling (decodes stall meanwhile)
+    cached_tokens: int = 0  # of this request's prompt, tokens its prefix cache likely holds (no prefill)
     ttft_ms: float = 0.0  # recent mean
     latency_ms: float = 0.0  # recent mean
     network_share: float = 1.0
@@ -106,7 +107,7 @@ class Policy(Protocol):
 
 
 def load_policy(spec: str) -> Policy:
-    """Build a policy from `default`, `isolated`, `centralized`, or `package.module:ClassName`."""
+    """Build a policy from `default`, `noprefix`, `isolated`, `centralized`, or `package.module:Class`."""
     from wwwserve.policies.centralized import CentralizedPolicy
     from wwwserve.policies.default import DefaultPolicy
     from wwwserve.policies.isolated import IsolatedPolicy
@@ -117,6 +118,8 @@ def load_policy(spec: str) -> Policy:
         "isolated": IsolatedPolicy,
         "centralized": CentralizedPolicy,
     }
+    if spec in ("noprefix", "wwwserve-noprefix"):  # the default policy, blind to prefix caches
+        return DefaultPolicy(name="noprefix", prefix_aware=False)
     if spec in builtin:
         return builtin[spec]()  # type: ignore[no-any-return]
     module, sep, cls = spec.partition(":")

@@ -16,6 +16,10 @@ Formulas (docs/policies.md):
   when the request states an SLO and local meets it even after queueing;
 - otherwise draw among options that meet the request, weighted by trust / e2e**sharpness, where
   trust grows with stake and reputation (newcomers keep a base weight, so they still get traffic);
+- prefix locality: each option's estimate prefills only what its prefix cache does not hold (from the
+  Bloom filter in its heartbeat), its weight is multiplied by (prompt / tokens left)**prefix_sharpness
+  (the saved prefill is capacity saved for everyone), and a free local slot is left for a peer that
+  holds more of the prompt and answers with at most prefix_gain of the local TTFT;
 - if nothing meets the request, take the fastest option that still makes the deadline;
 - reject with `overloaded` when no option can make the deadline.
 """
@@ -56,6 +60,9 @@ class DefaultPolicy:
     sharpness: float = 3.0  # weight = trust / e2e**sharpness: higher prefers the fastest more
     stake_bonus: float = 4.0  # a peer with a very large stake weighs up to (1 + bonus)x one with none
     stake_scale: float = 100.0  # stake at which half of the bonus is reached
+    prefix_aware: bool = True  # count what each server's prefix cache holds of the prompt
+    prefix_sharpness: float = 2.0  # weight x (prompt / tokens left to prefill)**this: saved work is shared
+    prefix_gain: float = 0.8  # leave a free local slot only for a peer whose TTFT is this much lower or less
 
     @staticmethod
     def _network_places(s: ServerState) -> int:
@@ -74,6 +81,28 @@ class DefaultPolicy:
         # no floor that keeps a proven cheater a share: its quality factor alone decides (docs/duels.md)
         return stake_factor(p.stake, self.stake_bonus, self.stake_scale) * max(1e-9, p.reputation)
 
+    def _prefix_bonus(self, req: RequestInfo, s: ServerState) -> float:
+        """A server that already holds most of the prompt saves the network that prefill: prefer it."""
+        if not self.prefix_aware or s.cached_tokens <= 0:
+            return 1.0
+        left = max(1, req.prompt_tokens - s.cached_tokens)
+        return float((req.prompt_tokens / left) ** self.prefix_sharpness)
+
+    def _prefix_elsewhere(
+        self, req: RequestInfo, own: OwnState, peers: Sequence[PeerState], local: Estimate | None
+    ) -> bool:
+        """Whether a peer with room holds more of the prompt and would answer clearly sooner."""
+        if local is None:
+            return True
+        for p in peers:
+            if p.cached_tokens <= own.cached_tokens or not self._peer_room(p):
+                continue
+            hop = self.hop_ms + self.staleness_ms_per_s * p.age_s
+            est = estimate(req, p, extra_load=p.sent_since_beat, hop_ms=hop)
+            if est.ttft_ms <= local.ttft_ms * self.prefix_gain:
+                return True
+        return False
+
     def _meets(self, req: RequestInfo, est: Estimate) -> bool:
         """Whether an estimate meets the user's SLOs (with the safety margin) and the deadline."""
         if est.e2e_ms > req.remaining_ms:
@@ -87,18 +116,20 @@ class DefaultPolicy:
     ) -> Decision:
         """Accept, forward to a peer drawn by expected latency and trust, or reject."""
         has_slo = req.slo_ms is not None or req.slo_ttft_ms is not None
-        local: Estimate | None = estimate(req, own) if own.healthy and self._local_room(req, own) else None
-        if local is not None and own.load < own.capacity and self._meets(req, local):
+        pa = self.prefix_aware
+        local = estimate(req, own, prefix=pa) if own.healthy and self._local_room(req, own) else None
+        can_forward = req.hops < own.max_hops and (own.forward or not req.own_user)
+        cached_elsewhere = pa and can_forward and self._prefix_elsewhere(req, own, peers, local)
+        if local is not None and own.load < own.capacity and self._meets(req, local) and not cached_elsewhere:
             return Accept()
         if local is not None and req.hops > 0 and local.e2e_ms <= req.remaining_ms:
             return Accept()  # a peer already chose us with the same heartbeats; bouncing it on helps nobody
-        if has_slo and local is not None and self._meets(req, local):
+        if has_slo and local is not None and self._meets(req, local) and not cached_elsewhere:
             return Accept()  # the user's SLO is met here, even if queued: no hop needed
 
-        can_forward = req.hops < own.max_hops and (own.forward or not req.own_user)
         options: list[tuple[str | None, Estimate, float]] = []
         if local is not None:
-            options.append((None, local, 1.0))
+            options.append((None, local, self._prefix_bonus(req, own)))
         if can_forward:
             for p in peers:
                 if not self._peer_room(p):
@@ -106,8 +137,8 @@ class DefaultPolicy:
                 if req.max_price is not None and p.price > req.max_price:
                     continue
                 hop = self.hop_ms + self.staleness_ms_per_s * p.age_s
-                est = estimate(req, p, extra_load=p.sent_since_beat, hop_ms=hop)
-                options.append((p.name, est, self._trust(p)))
+                est = estimate(req, p, extra_load=p.sent_since_beat, hop_ms=hop, prefix=pa)
+                options.append((p.name, est, self._trust(p) * self._prefix_bonus(req, p)))
         if not options:
             return Reject("overloaded", f"{own.name} and its peers are full for {req.model}")
 

@@ -15,17 +15,19 @@ class Estimate:
     e2e_ms: float
 
 
-def service_ms(req: RequestInfo, s: ServerState) -> tuple[float, float]:
+def service_ms(req: RequestInfo, s: ServerState, prefix: bool = True) -> tuple[float, float]:
     """Prefill and decode time of `req` on `s` once it runs, from speeds or recent means.
 
     Prefill is shared by everything in the engine: the prompts already inside are prefilled first
     (delaying the first token), and the steps that prefill them also hold up every running decode;
     prompts that keep arriving do too, so decoding only gets the share of time prefill leaves it.
+    With `prefix`, the part of the prompt the server's prefix cache holds is not prefilled again.
     """
     decode = max(0, req.max_tokens - 1) * s.tpot_ms / (1.0 - min(0.9, s.prefill_busy))
     if s.prefill_tps > 0:
         backlog = s.prefill_backlog / s.prefill_tps * 1000.0
-        prefill = backlog + req.prompt_tokens / s.prefill_tps * 1000.0
+        todo = max(1, req.prompt_tokens - s.cached_tokens) if prefix else req.prompt_tokens
+        prefill = backlog + todo / s.prefill_tps * 1000.0
         if req.max_tokens > 1:
             decode += backlog
     else:
@@ -33,13 +35,15 @@ def service_ms(req: RequestInfo, s: ServerState) -> tuple[float, float]:
     return prefill, decode
 
 
-def estimate(req: RequestInfo, s: ServerState, extra_load: int = 0, hop_ms: float = 0.0) -> Estimate:
+def estimate(
+    req: RequestInfo, s: ServerState, extra_load: int = 0, hop_ms: float = 0.0, prefix: bool = True
+) -> Estimate:
     """Expected TTFT and end-to-end latency of `req` if `s` takes it now.
 
     wait = 0 with a free slot, else (queued ahead + 1) / capacity x mean service time;
     ttft = hop + wait + prefill; e2e = ttft + (max_tokens - 1) x tpot.
     """
-    prefill, decode = service_ms(req, s)
+    prefill, decode = service_ms(req, s, prefix)
     load = s.load + extra_load
     wait = 0.0
     if load >= s.capacity:

@@ -67,6 +67,7 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = Field(0, description="prompt tokens served from the prefix cache (no prefill)")
 
 
 class Reply(BaseModel):
@@ -124,6 +125,9 @@ class Heartbeat(BaseModel):
     kv_cache_usage: float | None = Field(None, description="share of the engine's KV cache in use, 0..1")
     prefill_backlog: int = Field(0, description="prompt tokens in the engine not yet prefilled")
     prefill_busy: float = Field(0.0, description="share of recent engine time spent prefilling, 0..1")
+    prefix_filter: str = Field(
+        "", description="base64 Bloom filter of cached prompt-prefix checkpoints (docs/protocol.md)"
+    )
     price: float = 0.0
     stake: float = 0.0
     network_share: float = 1.0
