@@ -93,3 +93,15 @@ def test_the_policy_sends_a_turn_where_its_prefix_is_and_the_blind_one_does_not(
     assert sum(d == Forward("warm") for d in aware) > 180, aware[:10]
     blind = [DefaultPolicy(prefix_aware=False).decide(req, own, [warm, cold], rng) for _ in range(200)]
     assert sum(d == Forward("warm") for d in blind) == 0  # it serves locally: nothing tells it better
+
+
+def test_the_openai_engine_reads_vllm_prefix_cache_counters() -> None:
+    from wwwserve.engines.openai import parse_metrics, prefix_hit_rate
+
+    v1 = parse_metrics(
+        'vllm:prefix_cache_queries_total{engine="0",model_name="m"} 4000.0\n'
+        'vllm:prefix_cache_hits_total{engine="0",model_name="m"} 3000.0\n'
+    )
+    assert prefix_hit_rate(v1) == 0.75
+    assert prefix_hit_rate(parse_metrics("vllm:gpu_prefix_cache_hit_rate 0.5\n")) == 0.5
+    assert prefix_hit_rate(parse_metrics("vllm:num_requests_running 3\n")) is None

@@ -317,6 +317,7 @@ class Agent:
             prefill_backlog=load.prefill_backlog,
             prefill_busy=round(load.prefill_busy, 3),
             prefix_filter=load.prefix_filter.encode() if load.prefix_filter is not None else "",
+            prefix_hit_rate=None if load.prefix_hit_rate is None else round(load.prefix_hit_rate, 3),
             price=self.settings.price,
             network_share=self.settings.network_share,
             stake=self.credits.ledger.view.stakes.get(self.name, 0.0),

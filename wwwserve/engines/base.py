@@ -37,6 +37,7 @@ class EngineLoad:
     prefill_backlog: int = 0  # prompt tokens admitted but not yet prefilled (shared prefill queue)
     prefill_busy: float = 0.0  # share of recent engine time spent prefilling, 0..1 (stalls decodes)
     prefix_filter: PrefixFilter | None = None  # what its prefix cache holds (None: no prefix caching known)
+    prefix_hit_rate: float | None = None  # the server's own prefix-cache hit rate (tokens), when exported
 
 
 class Engine(Protocol):

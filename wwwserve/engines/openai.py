@@ -17,8 +17,10 @@ import httpx
 import structlog
 
 from wwwserve.engines.base import Delta, EngineLoad, parse_options, prompt_text
+from wwwserve.engines.prefix_cache import PrefixCache
 from wwwserve.errors import BackendError
 from wwwserve.protocol.messages import CompletionRequest
+from wwwserve.protocol.prefix import block_hashes
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +29,12 @@ _RUNNING = ("vllm:num_requests_running", "sglang:num_running_reqs")
 _WAITING = ("vllm:num_requests_waiting", "sglang:num_queue_reqs")
 # KV-cache use, 0..1: vLLM V1 renamed the gauge (vllm-project/vllm#18354); older servers export the old name
 _KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage")
+# prefix-cache counters (tokens): vLLM V1, then the older GPU-prefixed names
+_PREFIX_COUNTERS = (
+    ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"),
+    ("vllm:gpu_prefix_cache_hits_total", "vllm:gpu_prefix_cache_queries_total"),
+)
+_PREFIX_RATE = ("vllm:gpu_prefix_cache_hit_rate",)  # vLLM V0 exports the rate itself
 
 
 @dataclass
@@ -38,6 +46,7 @@ class OpenAIOptions:
     metrics_interval_s: float = 1.0
     timeout_s: float = 600.0
     context_length: int = 0  # 0 = the server's `max_model_len` from /v1/models (vLLM), else unbounded
+    prefix_cache_blocks: int = 16384  # 16-token blocks of served prompts remembered as the server's cache
 
     @classmethod
     def from_opts(cls, opts: dict[str, str]) -> OpenAIOptions:
@@ -57,6 +66,14 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
+def prefix_hit_rate(m: dict[str, float]) -> float | None:
+    """The server's prefix-cache hit rate from its counters (hit tokens / queried tokens), if exported."""
+    for hits, queries in _PREFIX_COUNTERS:
+        if queries in m:
+            return m.get(hits, 0.0) / m[queries] if m[queries] > 0 else 0.0
+    return next((m[k] for k in _PREFIX_RATE if k in m), None)
+
+
 class OpenAIEngine:
     """Talks to an OpenAI-compatible server at `base_url` (with or without a trailing /v1)."""
 
@@ -74,6 +91,9 @@ class OpenAIEngine:
         self._model_lens: dict[str, int] | None = None  # from /v1/models, read once
         self._healthy = True
         self._warned_usage = False
+        # the server's prefix cache, as learned from what we sent it (its own LRU is not observable)
+        self.prefix_cache = PrefixCache(self.options.prefix_cache_blocks)
+        self.prefix_hit_rate: float | None = None  # the server's own counters, when it exports them
 
     async def start(self) -> None:
         """Open the HTTP client and start polling /metrics."""
@@ -97,7 +117,12 @@ class OpenAIEngine:
         running = int(self._server_running) if self._server_running is not None else self._running
         waiting = int(self._server_waiting or 0)
         return EngineLoad(
-            running=running, waiting=waiting, healthy=self._healthy, kv_cache_usage=self._kv_usage
+            running=running,
+            waiting=waiting,
+            healthy=self._healthy,
+            kv_cache_usage=self._kv_usage,
+            prefix_filter=self.prefix_cache.advertised() if self.prefix_cache.capacity else None,
+            prefix_hit_rate=self.prefix_hit_rate,
         )
 
     def context_length(self, model: str) -> int | None:
@@ -130,6 +155,7 @@ class OpenAIEngine:
                     self._server_running = next((m[k] for k in _RUNNING if k in m), None)
                     self._server_waiting = next((m[k] for k in _WAITING if k in m), None)
                     self._kv_usage = next((m[k] for k in _KV_USAGE if k in m), None)
+                    self.prefix_hit_rate = prefix_hit_rate(m)
                 self._healthy = True
             except httpx.HTTPError:
                 self._healthy = False
@@ -206,4 +232,5 @@ class OpenAIEngine:
                 self._warned_usage = True
                 log.warning("openai.no_usage", base_url=self.base_url, counted="prompt words and chunks")
             usage = (len(prompt_text(request).split()), produced)
+        self.prefix_cache.insert(block_hashes(prompt_text(request)))  # now in the server's prefix cache
         yield Delta("", finish or "stop", usage[0], usage[1] or produced)

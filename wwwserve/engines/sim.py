@@ -222,6 +222,7 @@ class SimEngine:
         cache_blocks = _UNBOUNDED_CACHE_BLOCKS if self._total_blocks is None else self._total_blocks
         self.prefix_cache = PrefixCache(cache_blocks if self.options.prefix_caching else 0)
         self.cached_tokens = 0  # prompt tokens served from the prefix cache so far
+        self.prompt_tokens = 0  # prompt tokens submitted so far
         self._running: list[_Seq] = []  # admission order
         self._waiting: collections.deque[_Seq] = collections.deque()
         self._wake = asyncio.Event()
@@ -276,6 +277,7 @@ class SimEngine:
             prefill_busy=self.prefill_busy(),
             prefill_backlog=sum(s.prefill_target - s.prefilled for s in (*self._running, *self._waiting)),
             prefix_filter=self.prefix_cache.advertised() if self.prefix_cache.capacity else None,
+            prefix_hit_rate=self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None,
         )
 
     def prefill_busy(self, window_s: float = 5.0) -> float:
@@ -433,6 +435,7 @@ class SimEngine:
         is computed, as vLLM does, to sample the first output token).
         """
         seq = _Seq(prompt_tokens, max_tokens, prompt_tokens, hashes or [])
+        self.prompt_tokens += prompt_tokens
         if hashes and self.prefix_cache.capacity:
             seq.cached = min(self.prefix_cache.match(hashes) * BLOCK_TOKENS, prompt_tokens - 1)
             seq.prefilled = seq.cached

@@ -128,6 +128,7 @@ class Heartbeat(BaseModel):
     prefix_filter: str = Field(
         "", description="base64 Bloom filter of cached prompt-prefix checkpoints (docs/protocol.md)"
     )
+    prefix_hit_rate: float | None = Field(None, description="engine's prefix-cache hit rate (tokens), 0..1")
     price: float = 0.0
     stake: float = 0.0
     network_share: float = 1.0
