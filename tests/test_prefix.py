@@ -65,12 +65,7 @@ def test_a_cached_prefix_skips_its_prefill_in_the_engine() -> None:
 
     def ttft(text: str) -> float:
         seq = engine.submit(len(text.split()), 1, block_hashes(text))
-        clock = 0.0
-        while engine.busy:
-            step = engine.plan_step()
-            assert step is not None
-            clock += step.duration_s
-            engine.finish_step(step)
+        clock = max((t for t, _ in engine.virtual_steps()), default=0.0)
         assert seq.done
         return clock
 

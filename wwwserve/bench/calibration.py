@@ -80,22 +80,20 @@ def closed_loop(
     first: dict[object, float] = {}
     ended: dict[object, float] = {}
     submitted = 0
-    inflight = 0
-    while submitted < n or engine.busy:
-        while submitted < n and inflight < concurrency:
-            seq = engine.submit(input_len, output_len)
-            started[seq] = clock
+
+    def fill(now: float) -> None:
+        nonlocal submitted
+        while submitted < n and submitted - len(ended) < concurrency:
+            started[engine.submit(input_len, output_len)] = now
             submitted += 1
-            inflight += 1
-        step = engine.plan_step()
-        if step is None:
-            break
-        clock += step.duration_s
-        for seq in engine.finish_step(step):
+
+    fill(clock)
+    for clock, made in engine.virtual_steps():
+        for seq in made:
             first.setdefault(seq, clock)
             if seq.done:
                 ended[seq] = clock
-                inflight -= 1
+        fill(clock)
     ttfts = [first[k] - started[k] for k in ended]
     tpots = [(ended[k] - first[k]) / max(1, output_len - 1) for k in ended]
     return {
@@ -113,16 +111,11 @@ def burst(options: SimOptions, lengths: tuple[tuple[int, int], ...]) -> dict[str
     benchmark does.
     """
     engine = SimEngine(options)
-    clock = 0.0
     wanted = {engine.submit(i, max(1, o)): o for i, o in lengths}
     first: dict[object, float] = {}
     ended: dict[object, float] = {}
-    while engine.busy:
-        step = engine.plan_step()
-        if step is None:
-            break
-        clock += step.duration_s
-        for seq in engine.finish_step(step):
+    for clock, made in engine.virtual_steps():
+        for seq in made:
             first.setdefault(seq, clock)
             if seq.done:
                 ended[seq] = clock

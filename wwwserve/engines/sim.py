@@ -428,6 +428,17 @@ class SimEngine:
             self._busy_window.append((time.monotonic(), step.duration_s * share))
         return self._apply(step.decodes, step.chunks)
 
+    def virtual_steps(self) -> Iterator[tuple[float, list[_Seq]]]:
+        """Run the scheduler in virtual time, no sleeping (calibration, tests): after each step, the
+        clock and the sequences that made a token. Requests submitted between steps join in."""
+        clock = 0.0
+        while self.busy:
+            step = self.plan_step()
+            if step is None:
+                return
+            clock += step.duration_s
+            yield clock, self.finish_step(step)
+
     def submit(self, prompt_tokens: int, max_tokens: int, hashes: list[int] | None = None) -> _Seq:
         """Queue a request in the engine (the async path and virtual-time calibration both use it).
 

@@ -99,20 +99,21 @@ class Evidence:
     # duel id -> [(judge, winner, weight counted)] until its panel is full
     votes: dict[str, list[tuple[str, str, float]]] = field(default_factory=dict)
 
+    def duel(self, name: str) -> DuelEvidence:
+        """`name`'s duel record (an empty one, not stored, for a provider never dueled)."""
+        return self.duels.get(name) or DuelEvidence()
+
     def quality(self, name: str) -> float:
         """Routing quality factor of `name` (1.0 without evidence)."""
-        d = self.duels.get(name)
-        return d.quality if d else 1.0
+        return self.duel(name).quality
 
     def uncertainty(self, name: str) -> float:
         """How little is known about `name`'s answers (1.0: nothing)."""
-        d = self.duels.get(name)
-        return d.uncertainty if d else 1.0
+        return self.duel(name).uncertainty
 
     def bad_rate(self, name: str) -> float:
         """Estimated share of `name`'s answers that lose duels."""
-        d = self.duels.get(name)
-        return d.bad_rate if d else 0.0
+        return self.duel(name).bad_rate
 
     def judge_weight(self, name: str) -> float:
         """Judging weight of `name` (1.0 for a judge never outvoted)."""
