@@ -66,6 +66,11 @@ def curve_ratios(ours: list[list[float]], base: list[list[float]]) -> dict[str, 
     }
 
 
+def _forwarded(r: Record, w: Workload) -> bool:
+    """Served by another provider than the one its user sent it to (hub entry: than the first agent)."""
+    return r.hops > 0 if w.entry == "hub" else r.provider != r.origin
+
+
 def summarize(records: list[Record], w: Workload) -> dict[str, Any]:
     """The per-policy figures of `wwwserve bench --json`."""
     ok = [r for r in records if not r.error and r.e2e_ms is not None]
@@ -82,7 +87,7 @@ def summarize(records: list[Record], w: Workload) -> dict[str, Any]:
         "mean_ttft_ms": round(statistics.fmean(ttft), 1) if ttft else None,
         "p99_ttft_ms": round(percentile(ttft, 99), 1) if ttft else None,
         "served_by_provider": dict(sorted(Counter(r.provider for r in ok).items())),
-        "forwarded_share": round(sum(r.provider != r.origin for r in ok) / len(ok), 4) if ok else 0.0,
+        "forwarded_share": round(sum(_forwarded(r, w) for r in ok) / len(ok), 4) if ok else 0.0,
         "failed": n - len(ok),
         "errors": dict(Counter(r.error for r in records if r.error)),
         "e2e_slo_curve": e2e_slo_curve(records, slo_thresholds(w)),

@@ -174,7 +174,7 @@ async def run_policy(
 
         async def send(a: Arrival) -> None:
             await asyncio.sleep(max(0.0, t0 + a.at_s - time.monotonic()))
-            client = clients[a.origin] if a.origin in present else hub_client
+            client = clients[a.origin] if a.origin in present and w.entry == "origin" else hub_client
             rec = Record(a.index, a.origin, a.prompt_tokens, a.output_tokens, time.monotonic() - t0)
             body = {
                 "prompt": a.prompt,

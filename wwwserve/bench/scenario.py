@@ -45,6 +45,11 @@ class Workload(BaseModel):
     max_prompt_tokens: int = Field(8000, description="longer trace prompts are cut to this")
     max_output_tokens: int = Field(2048, description="longer trace outputs are cut to this")
     timeout_s: float = Field(120.0, gt=0, description="each request's deadline")
+    entry: Literal["origin", "hub"] = Field(
+        "origin",
+        description="where users' requests enter: their provider's leaf (origin), or the hub, as from a "
+        "gateway or a plain NATS client there (the queue group hands each to some agent)",
+    )
     sessions: Sessions | None = Field(
         None, description="multi-turn sessions: a next turn is the previous prompt + answer + a message"
     )
