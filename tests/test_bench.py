@@ -71,14 +71,15 @@ def test_bench_runs_every_policy_and_writes_its_outputs(tmp_path: Path) -> None:
             "--out",
             str(out),
             "--policies",
-            "isolated,wwwserve,centralized",
+            "isolated,wwwserve,wwwserve-noprefix,centralized",
         ],
         capture_output=True,
         timeout=240,
         check=True,
     )
     doc = json.loads(run.stdout.decode().strip().splitlines()[-1])
-    assert doc["requests"] == 16 and set(doc["policies"]) == {"isolated", "wwwserve", "centralized"}
+    assert doc["requests"] == 16
+    assert set(doc["policies"]) == {"isolated", "wwwserve", "wwwserve-noprefix", "centralized"}
     for s in doc["policies"].values():
         assert set(s) >= {
             "slo_attainment",
@@ -91,6 +92,8 @@ def test_bench_runs_every_policy_and_writes_its_outputs(tmp_path: Path) -> None:
             "forwarded_share",
             "failed",
             "e2e_slo_curve",
+            "prefix_hit_rate",
+            "saved_prefill_tokens",
         }
         curve = s["e2e_slo_curve"]
         assert [t for t, _ in curve] == sorted(t for t, _ in curve) and curve[-1][1] == 1.0
@@ -132,3 +135,28 @@ def test_e2e_slo_curve_and_its_best_and_worst_ratio() -> None:
     base = e2e_slo_curve([rec(400), rec(800), rec(2000), rec(3000)], [200, 500, 1000])
     assert ours == [[200, 0.25], [500, 0.5], [1000, 0.75]] and base == [[200, 0.0], [500, 0.25], [1000, 0.5]]
     assert curve_ratios(ours, base) == {"best": 2.0, "best_at_ms": 500, "worst": 1.5, "worst_at_ms": 1000}
+
+
+def test_sessions_share_prefixes_and_grow_turn_by_turn(tmp_path: Path) -> None:
+    rows = "".join(f"2023-11-16 18:00:{s:02d}.0000000,{900 + 50 * s},{20}\n" for s in range(40))
+    (tmp_path / "trace.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + rows)
+    sessions = "[workload.sessions]\ncontinue_share = 0.7\nsystem_prompts = 3\nsystem_prompt_tokens = 800\n"
+    text = SCENARIO.replace("duration_s = 4", "duration_s = 40").replace(
+        "[[providers]]", sessions + "\n[[providers]]", 1
+    )
+    (tmp_path / "s.toml").write_text(text)
+    a = arrivals(load_scenario(tmp_path / "s.toml"))
+    assert all(len(x.prompt.split()) == x.prompt_tokens for x in a)
+    turns = [x for x in a if x.turn > 0]
+    assert len(turns) > 10 and len({x.session for x in a}) < len(a)
+    for x in turns:  # a next turn starts with its whole previous turn (prompt and answer)
+        prev = max((y for y in a if y.session == x.session and y.turn == x.turn - 1), key=lambda y: y.index)
+        assert (
+            x.prompt.startswith(prev.prompt)
+            and x.prompt_tokens >= prev.prompt_tokens + prev.output_tokens + 16
+        )
+        assert x.origin == prev.origin  # a session stays with its users
+    firsts = [x for x in a if x.turn == 0]
+    assert len({" ".join(x.prompt.split()[:800]) for x in firsts}) <= 3  # tenants' system prompts
+    plain = arrivals(load_scenario(write_scenario(tmp_path)))
+    assert len({" ".join(x.prompt.split()[:16]) for x in plain}) == len(plain)  # no sessions: nothing shared

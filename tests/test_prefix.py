@@ -100,3 +100,20 @@ def test_the_openai_engine_reads_vllm_prefix_cache_counters() -> None:
     assert prefix_hit_rate(v1) == 0.75
     assert prefix_hit_rate(parse_metrics("vllm:gpu_prefix_cache_hit_rate 0.5\n")) == 0.5
     assert prefix_hit_rate(parse_metrics("vllm:num_requests_running 3\n")) is None
+
+
+async def test_a_next_turn_that_resends_the_answer_finds_it_cached() -> None:
+    from wwwserve.protocol.messages import CompletionRequest
+
+    engine = SimEngine(SimOptions.from_opts({"prefill_tps": "100000", "decode_tpot_ms": "1"}))
+    try:
+        first = CompletionRequest(prompt=words("p", 64), max_tokens=32)
+        deltas = [d async for d in engine.generate(first, "m")]
+        answer = "".join(d.text for d in deltas)
+        assert len(answer.split()) == 32 and deltas[-1].cached_tokens == 0
+        turn = CompletionRequest(prompt=f"{first.prompt} {answer} {words('n', 20)}", max_tokens=4)
+        final = [d async for d in engine.generate(turn, "m")][-1]
+        assert final.cached_tokens == 64 + 32  # the prompt's and the answer's six full blocks
+        assert final.prompt_tokens == 64 + 32 + 20
+    finally:
+        await engine.close()

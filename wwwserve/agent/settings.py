@@ -58,9 +58,7 @@ class ProviderSettings(WWWServeSettings):
     )
     drain_grace_s: float = Field(30.0, ge=0, description="SIGTERM: time to finish in-flight work")
     # Participation and dispatch (docs/policies.md).
-    policy: str = Field(
-        "default", description="dispatch policy: default, noprefix, isolated, module:Class"
-    )
+    policy: str = Field("default", description="dispatch policy: default, noprefix, isolated, module:Class")
     network_share: float = Field(1.0, ge=0, le=1, description="share of capacity offered to peers")
     forward: bool = Field(True, description="forward own users' requests to peers when better")
     max_hops: int = Field(2, ge=0, description="hops a request may take before it must be served")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wwwserve.bench.scenario import ProviderSpec, Scenario
-from wwwserve.bench.workload import Arrival
+from wwwserve.bench.workload import Arrival, answer_placeholder
 from wwwserve.broker.config import HubConfig
 from wwwserve.broker.process import NatsServer, free_port
 from wwwserve.client import Client
@@ -136,6 +136,7 @@ async def run_policy(
     ports = {p.name: free_port() for p in scenario.providers}
     clients: dict[str, Client] = {}
     records: list[Record] = []
+    answers: dict[int, tuple[str, str]] = {}  # arrival -> (its placeholder, the answer it got)
     await hub.start()
     try:
         first = [p for p in scenario.providers if p.join_at_s <= 0]
@@ -176,8 +177,12 @@ async def run_policy(
             await asyncio.sleep(max(0.0, t0 + a.at_s - time.monotonic()))
             client = clients[a.origin] if a.origin in present and w.entry == "origin" else hub_client
             rec = Record(a.index, a.origin, a.prompt_tokens, a.output_tokens, time.monotonic() - t0)
+            prompt = a.prompt
+            for k in a.history:  # the conversation so far, with the answers its users actually got
+                if k in answers:
+                    prompt = prompt.replace(*answers[k], 1)
             body = {
-                "prompt": a.prompt,
+                "prompt": prompt,
                 "max_tokens": a.output_tokens,
                 **body_extra,
             }
@@ -190,6 +195,8 @@ async def run_policy(
                         rec.e2e_ms = (time.monotonic() - sent) * 1000
                         rec.provider, rec.hops = item.provider, item.hops
                         rec.cached_tokens = item.usage.cached_tokens
+                        if len(item.text.split()) == a.output_tokens:
+                            answers[a.index] = (answer_placeholder(a.index, a.output_tokens), item.text)
             except WWWServeError as exc:
                 rec.error = exc.code
             except Exception as exc:

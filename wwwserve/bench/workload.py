@@ -5,7 +5,8 @@ has `[workload.sessions]`: then an arrival either opens a session (a tenant's sh
 the user's message) or, with probability `continue_share`, is the next turn of an open session of the
 same provider's users: the previous prompt + the previous answer + the new message, whose length is the
 trace row's context tokens minus the history (at least 16). A session closes after `max_turns` turns, or
-when its history would pass `max_prompt_tokens`.
+when its history would pass `max_prompt_tokens`. Answers are placeholders here; the runner puts the real
+answer text in their place when the earlier turn has finished (as a chat client resends what it got).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Arrival:
     prompt: str = ""
     session: int | None = None  # the conversation it belongs to, if any
     turn: int = 0
+    history: tuple[int, ...] = ()  # earlier turns whose answers the prompt embeds (as placeholders)
 
 
 @dataclass
@@ -38,10 +40,16 @@ class _Session:
     origin: str
     words: list[str]  # the whole history: system prompt, messages and answers so far
     turns: int
+    answered: list[int]  # arrivals whose answers are in `words`
 
 
 def _words(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{j:x}" for j in range(n)]
+
+
+def answer_placeholder(index: int, output_tokens: int) -> str:
+    """The words standing for arrival `index`'s answer in later turns, until the real answer is known."""
+    return " ".join(_words(f"a{index}.", output_tokens))
 
 
 def _with_prompts(picked: list[Arrival], w: Workload, seed: int) -> list[Arrival]:
@@ -63,15 +71,25 @@ def _with_prompts(picked: list[Arrival], w: Workload, seed: int) -> list[Arrival
                 mine.remove(sess)
                 sess = None
         if sess is None:
-            sess = _Session(next_id, a.origin, list(rng.choice(system)), 0)
+            sess = _Session(next_id, a.origin, list(rng.choice(system)), 0, [])
             next_id += 1
             mine.append(sess)
             new = max(16, a.prompt_tokens - len(sess.words))
         sess.words += _words(f"u{a.index}.", new)
         prompt = " ".join(sess.words)
-        out.append(replace(a, prompt=prompt, prompt_tokens=len(sess.words), session=sess.id, turn=sess.turns))
+        out.append(
+            replace(
+                a,
+                prompt=prompt,
+                prompt_tokens=len(sess.words),
+                session=sess.id,
+                turn=sess.turns,
+                history=tuple(sess.answered),
+            )
+        )
         sess.turns += 1
-        sess.words += _words(f"a{a.index}.", a.output_tokens)  # the answer joins the history
+        sess.words += answer_placeholder(a.index, a.output_tokens).split()  # the answer joins the history
+        sess.answered.append(a.index)
         if sess.turns >= s.max_turns:
             mine.remove(sess)
     return out

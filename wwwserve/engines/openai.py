@@ -186,6 +186,7 @@ class OpenAIEngine:
         finish: str | None = None
         usage = (0, 0)
         produced = 0
+        answer: list[str] = []
         done = False
         self._running += 1
         try:
@@ -212,6 +213,7 @@ class OpenAIEngine:
                         text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                         if text:
                             produced += 1
+                            answer.append(text)
                             yield Delta(text)
                         finish = choice.get("finish_reason") or finish
             if not done and finish is None:
@@ -232,5 +234,6 @@ class OpenAIEngine:
                 self._warned_usage = True
                 log.warning("openai.no_usage", base_url=self.base_url, counted="prompt words and chunks")
             usage = (len(prompt_text(request).split()), produced)
-        self.prefix_cache.insert(block_hashes(prompt_text(request)))  # now in the server's prefix cache
+        # the server's prefix cache now holds the prompt and the answer (a next turn resends both)
+        self.prefix_cache.insert(block_hashes(f"{prompt_text(request)} {''.join(answer)}"))
         yield Delta("", finish or "stop", usage[0], usage[1] or produced)

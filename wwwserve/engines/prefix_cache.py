@@ -3,9 +3,9 @@
 As vLLM's automatic prefix caching: a finished prefill leaves its full blocks in the cache; a new prompt
 whose leading block hashes are cached skips their prefill. The cache holds at most `capacity` blocks
 (the engine's KV cache size: blocks in use by running requests and cached ones share that memory, and
-cached ones are evicted first; modelled here as one LRU bounded by the whole cache). Only prompt blocks
-are cached: an answer's KV is not reused by the next turn (its re-tokenized text rarely matches block for
-block), which makes the sim's savings a lower bound.
+cached ones are evicted first; modelled here as one LRU bounded by the whole cache). A finished answer's
+blocks are cached too (vLLM caches decoded blocks), so a next turn that resends the answer verbatim hits
+them; a real chat template may re-tokenize the answer differently, which costs a few blocks there.
 """
 
 from __future__ import annotations

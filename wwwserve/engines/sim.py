@@ -16,7 +16,9 @@ batch 1 (`weights_s`); `gpu=` and `model=` fill every constant from datasheets a
 constant can still be set by hand. With no speeds at all (the default) every step is instant.
 
 Output is exactly `max_tokens` deterministic words (finish_reason "length") unless a stop sequence cuts
-it; prompt tokens are the prompt's whitespace-separated words.
+it; prompt tokens are the prompt's whitespace-separated words. With prefix caching (default), a prompt's
+full 16-word blocks are cached when its prefill ends and the answer's when it finishes (as vLLM keeps
+decoded blocks), so a next turn that resends prompt + answer skips their prefill.
 """
 
 from __future__ import annotations
@@ -502,10 +504,14 @@ class SimEngine:
                     raise RuntimeError("the prompt does not fit the KV cache")
                 yield seq.produced, seq.done
 
+        answer: list[str] = []
         try:
             async with contextlib.aclosing(ready()) as steps:
                 async for delta in _stream(steps, words, prompt_tokens, stops, seq.cached):
+                    answer.append(delta.text)
                     yield delta
+            if hashes:  # the answer's full blocks stay cached too: a next turn that resends it hits them
+                self.prefix_cache.insert(block_hashes(f"{text} {''.join(answer)}"))
         finally:
             if not seq.done:
                 seq.cancelled = True
