@@ -173,8 +173,12 @@ async def run_policy(
                 present.discard(p.name)
                 procs.term(p.name)
 
+        finished = {a.index: asyncio.Event() for a in arrivals if a.session is not None}
+
         async def send(a: Arrival) -> None:
             await asyncio.sleep(max(0.0, t0 + a.at_s - time.monotonic()))
+            if a.history:  # a user sends the next turn once the last answer is in (or failed)
+                await finished[a.history[-1]].wait()
             client = clients[a.origin] if a.origin in present and w.entry == "origin" else hub_client
             rec = Record(a.index, a.origin, a.prompt_tokens, a.output_tokens, time.monotonic() - t0)
             prompt = a.prompt
@@ -202,6 +206,8 @@ async def run_policy(
             except Exception as exc:
                 rec.error = f"client:{type(exc).__name__}"
             records.append(rec)
+            if a.index in finished:
+                finished[a.index].set()
             if progress:
                 progress()
 

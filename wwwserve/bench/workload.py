@@ -5,8 +5,9 @@ has `[workload.sessions]`: then an arrival either opens a session (a tenant's sh
 the user's message) or, with probability `continue_share`, is the next turn of an open session of the
 same provider's users: the previous prompt + the previous answer + the new message, whose length is the
 trace row's context tokens minus the history (at least 16). A session closes after `max_turns` turns, or
-when its history would pass `max_prompt_tokens`. Answers are placeholders here; the runner puts the real
-answer text in their place when the earlier turn has finished (as a chat client resends what it got).
+when its history would pass `max_prompt_tokens`. Answers are placeholders here: the runner sends a next
+turn no earlier than its trace time and no earlier than the previous turn's answer (a user reads the
+answer before writing the next message), with the real answer text in the placeholder's place.
 """
 
 from __future__ import annotations
