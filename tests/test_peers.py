@@ -58,3 +58,28 @@ def test_a_suspended_peer_is_not_chosen_but_stays_alive_until_its_next_beat(cloc
     assert t.is_alive("a") and t.serving("m") == []  # relays already streaming from it go on
     t.update(beat("a", 2))
     assert [p.beat.name for p in t.serving("m")] == ["a"]
+
+
+def test_a_large_network_is_seen_through_a_bounded_view_with_the_roomiest_peers_in_it(clock: Clock) -> None:
+    import random
+
+    table = PeerTable("me", expiry_s=3.5, view_size=8, refresh_s=1.0, rng=random.Random(1))
+    for i in range(100):  # p0..p3 are idle, everyone else is full
+        running = 0 if i < 4 else 1
+        table.update(Heartbeat(name=f"p{i}", models=["m"], engine="sim", capacity=1, running=running, seq=1))
+    view = [p.beat.name for p in table.serving("m")]
+    assert len(view) == 8 and {"p0", "p1", "p2", "p3"} <= set(view)  # the best half by room
+    assert [p.beat.name for p in table.serving("m")] == view  # kept until the refresh
+    table.suspend(view[-1])
+    assert view[-1] not in {p.beat.name for p in table.serving("m")}
+    seen: set[str] = set()
+    for _ in range(30):  # refreshed views sample the rest: every peer gets looked at now and then
+        clock.now += 1.1
+        for i in range(100):
+            table.update(Heartbeat(name=f"p{i}", models=["m"], engine="sim", capacity=1, running=1, seq=2))
+        seen |= {p.beat.name for p in table.serving("m")}
+    assert len(seen) > 60
+    small = PeerTable("me", expiry_s=3.5, view_size=8)
+    for i in range(5):
+        small.update(beat(f"q{i}"))
+    assert len(small.serving("m")) == 5  # below the view size: every peer, as before

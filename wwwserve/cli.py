@@ -184,6 +184,10 @@ def bench(
         bool,
         typer.Option("--sim", help="sim engine: calibration vs published vLLM numbers, and its CPU cost"),
     ] = False,
+    decision: Annotated[
+        bool,
+        typer.Option("--decision", help="time one dispatch decision at 10, 100 and 1,000 peers"),
+    ] = False,
     concurrency: Annotated[int, typer.Option(help="--gateway: streams in flight")] = 64,
     requests: Annotated[int, typer.Option(help="--gateway: requests per path")] = 640,
 ) -> None:
@@ -192,6 +196,12 @@ def bench(
         from wwwserve.bench.calibration import run_sim_bench
 
         res = asyncio.run(run_sim_bench())
+        typer.echo(json.dumps(res) if json_out else json.dumps(res, indent=2))
+        return
+    if decision:
+        from wwwserve.bench.decision import run_decision_bench
+
+        res = run_decision_bench()
         typer.echo(json.dumps(res) if json_out else json.dumps(res, indent=2))
         return
     if duels:

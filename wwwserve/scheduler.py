@@ -53,7 +53,7 @@ class Scheduler:
 
     def __init__(self, settings: SchedulerSettings) -> None:
         self.settings = settings
-        self.peers = PeerTable(settings.name, settings.peer_expiry_s)
+        self.peers = PeerTable(settings.name, settings.peer_expiry_s, view_size=1 << 30)  # sees everyone
         self.in_flight: dict[str, int] = defaultdict(int)
         self.assigned: dict[str, int] = defaultdict(int)
         self._nc: nats.aio.client.Client | None = None

@@ -66,7 +66,8 @@ class Agent:
         self.slots = Slots(settings.max_concurrency, settings.max_queue, on_change=self.notify_load_changed)
         self.accepted_prefill = 0  # prompt tokens accepted here but not yet handed to the engine
         self.stats = ServingStats.new()
-        self.peers = PeerTable(self.name, settings.peer_expiry_s)
+        self.rng = random.Random()
+        self.peers = PeerTable(self.name, settings.peer_expiry_s, settings.peer_view, rng=self.rng)
         self.log = log.bind(provider=self.name)
         self._nc: nats.aio.client.Client | None = None
         self._queue_subs: dict[str, _ModelSub] = {t: _ModelSub(m) for t, m in self.models.items()}
@@ -80,7 +81,6 @@ class Agent:
         self._membership_lock = asyncio.Lock()
         self._draining = False
         self._beat_seq = 0
-        self.rng = random.Random()
         self._dispatcher: Dispatcher | None = None
         self._service: Service | None = None
         self.metrics = AgentMetrics(self)

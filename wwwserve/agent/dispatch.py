@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 from nats.aio.msg import Msg
 
+from wwwserve.agent.peers import Peer
 from wwwserve.agent.relay import RECEIPT_HEADER, relay
 from wwwserve.agent.replies import ReplyWriter
 from wwwserve.engines.base import Delta, prompt_text
@@ -24,7 +25,7 @@ from wwwserve.errors import (
     WWWServeError,
     error_from_wire,
 )
-from wwwserve.ledger.book import routing_factor
+from wwwserve.ledger.book import LedgerView, routing_factor
 from wwwserve.policies.base import Accept, Forward, OwnState, PeerState, Reject, RequestInfo
 from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
@@ -44,6 +45,33 @@ def estimate_prompt_tokens(req: CompletionRequest) -> int:
     if req.prompt is not None:
         return len(req.prompt.split())
     return sum(len(m.content.split()) + 4 for m in req.messages or [])
+
+
+def peer_state(p: Peer, view: LedgerView, probes: list[int] | None) -> PeerState:
+    """A peer as the policy sees it: its last heartbeat, aged, with its ledger standing and what it
+    likely holds of this request's prefix (`probes`: the prompt's checkpoint hashes)."""
+    b = p.beat
+    return PeerState(
+        name=b.name,
+        capacity=b.capacity,
+        running=b.running,
+        queued=b.queued,
+        queue_limit=b.queue_limit,
+        prefill_tps=b.prefill_tps,
+        prefill_backlog=b.prefill_backlog,
+        prefill_busy=b.prefill_busy,
+        tpot_ms=b.tpot_ms,
+        ttft_ms=b.ttft_ms,
+        latency_ms=b.latency_ms,
+        network_share=b.network_share,
+        price=b.price,
+        stake=view.stakes.get(b.name, 0.0),
+        reputation=routing_factor(view, b.name),
+        age_s=p.age_s(),
+        cached_tokens=matched_tokens(p.prefix_filter, probes) if probes else 0,
+        sent_since_beat=p.sent_since_beat,
+        accepting=b.accepting,
+    )
 
 
 class EngineStalled(Exception):
@@ -204,36 +232,11 @@ class Dispatcher:
         )
 
     def peer_states(self, model: str, exclude: set[str], probes: list[int] | None = None) -> list[PeerState]:
-        """Alive peers serving `model`, as the policy sees them (with what they hold of the prefix)."""
-        out = []
-        for p in self.agent.peers.serving(model):
-            b = p.beat
-            if b.name in exclude:
-                continue
-            out.append(
-                PeerState(
-                    name=b.name,
-                    capacity=b.capacity,
-                    running=b.running,
-                    queued=b.queued,
-                    queue_limit=b.queue_limit,
-                    prefill_tps=b.prefill_tps,
-                    prefill_backlog=b.prefill_backlog,
-                    prefill_busy=b.prefill_busy,
-                    tpot_ms=b.tpot_ms,
-                    ttft_ms=b.ttft_ms,
-                    latency_ms=b.latency_ms,
-                    network_share=b.network_share,
-                    price=b.price,
-                    stake=self.agent.credits.ledger.view.stakes.get(b.name, 0.0),
-                    reputation=routing_factor(self.agent.credits.ledger.view, b.name),
-                    age_s=p.age_s(),
-                    cached_tokens=matched_tokens(p.prefix_filter, probes) if probes else 0,
-                    sent_since_beat=p.sent_since_beat,
-                    accepting=b.accepting,
-                )
-            )
-        return out
+        """Alive peers serving `model` (a bounded view), as the policy sees them."""
+        view = self.agent.credits.ledger.view
+        return [
+            peer_state(p, view, probes) for p in self.agent.peers.serving(model) if p.beat.name not in exclude
+        ]
 
     async def _dispatch(
         self,

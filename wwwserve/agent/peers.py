@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 
@@ -30,6 +31,13 @@ class Peer:
         return (now if now is not None else time.monotonic()) - self.received
 
 
+def _room(p: Peer) -> float:
+    """A peer's free places (by its last heartbeat, minus what we sent since) times its prefill speed."""
+    b = p.beat
+    free = b.capacity + b.queue_limit - b.running - b.queued - p.sent_since_beat
+    return max(0, free) * max(1.0, b.prefill_tps)
+
+
 class PeerTable:
     """Peers by name, built from heartbeats; entries older than `expiry_s` are invisible.
 
@@ -40,12 +48,23 @@ class PeerTable:
     leaf, so real silence is still noticed within the expiry.
     """
 
-    def __init__(self, own_name: str, expiry_s: float) -> None:
+    def __init__(
+        self,
+        own_name: str,
+        expiry_s: float,
+        view_size: int = 32,
+        refresh_s: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
         self.own_name = own_name
         self.expiry_s = expiry_s
+        self.view_size = view_size
+        self.refresh_s = refresh_s
+        self._rng = rng or random.Random()
         self._peers: dict[str, Peer] = {}
         self._suspended: set[str] = set()  # failed us: not chosen again until its next heartbeat
         self._last_heard = time.monotonic()
+        self._views: dict[str, tuple[float, list[str]]] = {}  # model -> (built at, candidate names)
 
     def update(self, beat: Heartbeat) -> None:
         """Take a heartbeat; a newer one resets what we sent since the last."""
@@ -97,10 +116,33 @@ class PeerTable:
             del self._peers[name]
         return list(self._peers.values())
 
+    def _usable(self, p: Peer, model: str, now: float) -> bool:
+        return (
+            model in p.beat.models
+            and p.beat.healthy
+            and p.beat.name not in self._suspended
+            and not self._expired(p, now)
+        )
+
     def serving(self, model: str) -> list[Peer]:
-        """Alive, healthy, not suspended peers that serve `model`."""
-        return [
-            p
-            for p in self.alive()
-            if model in p.beat.models and p.beat.healthy and p.beat.name not in self._suspended
-        ]
+        """Alive, healthy, not suspended peers that serve `model`: all of them up to `view_size`, else a
+        bounded view of that many candidates, so a decision costs O(view_size) whatever the network's size.
+
+        The view (rebuilt every `refresh_s`) holds the half with the most free room by their last
+        heartbeat (room x prefill speed) and a random sample of the rest, so load spreads and every peer
+        is looked at now and then.
+        """
+        now = time.monotonic()
+        built = self._views.get(model)
+        if built is not None and now - built[0] < self.refresh_s:
+            picked = (self._peers.get(n) for n in built[1])
+            return [p for p in picked if p is not None and self._usable(p, model, now)]
+        usable = [p for p in self.alive() if self._usable(p, model, now)]
+        if len(usable) <= self.view_size:
+            self._views.pop(model, None)
+            return usable
+        usable.sort(key=_room, reverse=True)
+        best = self.view_size // 2
+        view = usable[:best] + self._rng.sample(usable[best:], self.view_size - best)
+        self._views[model] = (now, [p.beat.name for p in view])
+        return view

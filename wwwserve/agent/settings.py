@@ -48,6 +48,9 @@ class ProviderSettings(WWWServeSettings):
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port (0: off)")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="seconds between heartbeats")
     peer_expiry_s: float = Field(3.5, gt=0, description="a peer silent this long leaves the peer table")
+    peer_view: int = Field(
+        32, ge=1, description="candidate peers per model a decision looks at (best by room + random sample)"
+    )
     default_timeout_s: float = Field(60.0, gt=0, description="deadline for requests that carry none")
     max_request_bytes: int = Field(256 * 1024, ge=1024, description="largest request body accepted")
     engine_stall_s: float = Field(
