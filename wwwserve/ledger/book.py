@@ -38,6 +38,7 @@ class LedgerView:
     keys: dict[str, str] = field(default_factory=dict)
     reputation: dict[str, float] = field(default_factory=dict)  # Elo from duel verdicts
     evidence: Evidence = field(default_factory=Evidence)  # bad-answer rates and judges' weights
+    routing: dict[str, float] = field(default_factory=dict)  # routing_factor by name, until the next record
     valid: list[str] = field(default_factory=list)
     invalid: dict[str, str] = field(default_factory=dict)  # record id -> why
 
@@ -72,6 +73,7 @@ def compute(records: Iterable[Record], signatures_checked: bool = False) -> Ledg
 
 def apply(view: LedgerView, r: Record, signature_checked: bool = False) -> None:
     """Apply one record after every record that sorts before it (the fold step of `compute`)."""
+    view.routing.clear()
     if not signature_checked and not r.signatures_valid():
         view.invalid[r.id] = "bad signature"
         return
@@ -111,8 +113,13 @@ def reputation_factor(elo: float) -> float:
 
 
 def routing_factor(view: LedgerView, name: str) -> float:
-    """How much a peer's answers are trusted for routing: its Elo factor times its duel quality."""
-    return reputation_factor(view.reputation.get(name, ELO_START)) * view.evidence.quality(name)
+    """How much a peer's answers are trusted for routing: its Elo factor times its duel quality
+    (computed once per peer between two records: every request's decision reads it)."""
+    f = view.routing.get(name)
+    if f is None:
+        f = reputation_factor(view.reputation.get(name, ELO_START)) * view.evidence.quality(name)
+        view.routing[name] = f
+    return f
 
 
 def _apply_verdict(view: LedgerView, v: Verdict) -> None:
