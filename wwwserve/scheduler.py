@@ -13,6 +13,7 @@ import contextlib
 import signal
 import time
 from collections import defaultdict
+from dataclasses import replace
 from typing import ClassVar
 
 import nats
@@ -20,13 +21,14 @@ import structlog
 from nats.aio.msg import Msg
 from pydantic import Field
 
-from wwwserve.agent.dispatch import estimate_prompt_tokens
+from wwwserve.agent.dispatch import estimate_prompt_tokens, peer_state
 from wwwserve.agent.peers import PeerTable
 from wwwserve.agent.relay import relay
 from wwwserve.agent.replies import ReplyWriter
 from wwwserve.config import WWWServeSettings
 from wwwserve.errors import DeadlineExceeded, InternalError, Overloaded, WWWServeError
-from wwwserve.policies.base import RequestInfo, ServerState
+from wwwserve.ledger.book import LedgerView
+from wwwserve.policies.base import RequestInfo
 from wwwserve.policies.estimate import estimate
 from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
@@ -54,6 +56,7 @@ class Scheduler:
     def __init__(self, settings: SchedulerSettings) -> None:
         self.settings = settings
         self.peers = PeerTable(settings.name, settings.peer_expiry_s, view_size=1 << 30)  # sees everyone
+        self._no_ledger = LedgerView()  # the reference scheduler weighs load and speed only
         self.in_flight: dict[str, int] = defaultdict(int)
         self.assigned: dict[str, int] = defaultdict(int)
         self._nc: nats.aio.client.Client | None = None
@@ -108,18 +111,11 @@ class Scheduler:
             n = self.in_flight[b.name]
             if n >= b.capacity + b.queue_limit:
                 continue
-            state = ServerState(
-                name=b.name,
-                capacity=b.capacity,
+            # its heartbeat's speeds, with the load we know exactly: what we sent it and is not done
+            state = replace(
+                peer_state(p, self._no_ledger, None),
                 running=min(n, b.capacity),
                 queued=max(0, n - b.capacity),
-                queue_limit=b.queue_limit,
-                prefill_tps=b.prefill_tps,
-                prefill_backlog=b.prefill_backlog,
-                prefill_busy=b.prefill_busy,
-                tpot_ms=b.tpot_ms,
-                ttft_ms=b.ttft_ms,
-                latency_ms=b.latency_ms,
             )
             e2e = estimate(info, state).e2e_ms
             if best is None or e2e < best[0]:
