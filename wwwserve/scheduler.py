@@ -26,6 +26,7 @@ from wwwserve.agent.peers import PeerTable
 from wwwserve.agent.relay import relay
 from wwwserve.agent.replies import ReplyWriter
 from wwwserve.config import WWWServeSettings
+from wwwserve.engines.base import prompt_text
 from wwwserve.errors import DeadlineExceeded, InternalError, Overloaded, WWWServeError
 from wwwserve.ledger.book import LedgerView
 from wwwserve.policies.base import RequestInfo
@@ -35,6 +36,7 @@ from wwwserve.protocol import subjects
 from wwwserve.protocol.codec import Codec, decode, detect
 from wwwserve.protocol.headers import routing_from_headers
 from wwwserve.protocol.messages import Heartbeat, parse_request
+from wwwserve.protocol.prefix import block_hashes, checkpoints
 
 log = structlog.get_logger(__name__)
 
@@ -101,8 +103,10 @@ class Scheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def choose(self, info: RequestInfo, exclude: set[str]) -> str | None:
-        """The provider with the lowest expected latency, counting exactly what we sent it."""
+    def choose(self, info: RequestInfo, exclude: set[str], probes: list[int] | None = None) -> str | None:
+        """The provider with the lowest expected latency, counting exactly what we sent it and what its
+        prefix cache holds of the prompt (`probes`: the prompt's checkpoint hashes), as a precise
+        prefix-cache-aware central scheduler (llm-d's) does."""
         best: tuple[float, str] | None = None
         for p in self.peers.serving(info.model):
             b = p.beat
@@ -113,7 +117,7 @@ class Scheduler:
                 continue
             # its heartbeat's speeds, with the load we know exactly: what we sent it and is not done
             state = replace(
-                peer_state(p, self._no_ledger, None),
+                peer_state(p, self._no_ledger, probes),
                 running=min(n, b.capacity),
                 queued=max(0, n - b.capacity),
             )
@@ -136,6 +140,7 @@ class Scheduler:
             if hdrs.get(h.WANT_ACK) == "true":
                 await writer.ack()
             req = parse_request(decode(msg.data, writer.codec))
+            probes = checkpoints(block_hashes(prompt_text(req)))
             model = next(
                 (m for p in self.peers.alive() for m in p.beat.models if subjects.model_token(m) == tok), tok
             )
@@ -148,7 +153,7 @@ class Scheduler:
                         max_tokens=req.max_tokens,
                         remaining_ms=routing.remaining_s() * 1000,
                     )
-                    peer = self.choose(info, tried)
+                    peer = self.choose(info, tried, probes)
                     if peer is None:
                         raise Overloaded(f"the scheduler found no provider with room for {model}")
                     self.in_flight[peer] += 1
