@@ -24,7 +24,9 @@ class RequestInfo:
     max_price: float | None = None
 
 
-@dataclass(frozen=True)
+# Server states are built fresh for every decision (one per candidate): plain slotted dataclasses, three
+# to four times cheaper to build than frozen ones; a policy reads them and keeps none.
+@dataclass(slots=True)
 class ServerState:
     """Load and speed of one server (this agent or a peer), as the policy sees it."""
 
@@ -51,7 +53,7 @@ class ServerState:
         return self.running + self.queued
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OwnState(ServerState):
     """This agent's state plus its participation settings."""
 
@@ -62,7 +64,7 @@ class OwnState(ServerState):
     healthy: bool = True  # False: the engine is down or stalled; serve nothing locally
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PeerState(ServerState):
     """A peer's last heartbeat, aged, plus what we sent it since."""
 
