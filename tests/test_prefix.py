@@ -29,6 +29,10 @@ def test_block_hashes_are_a_chain_equal_exactly_for_equal_prefixes() -> None:
     assert len(a) == (64 + 40) // BLOCK_TOKENS == len(b)
     assert a[:4] == b[:4] and a[4] != b[4]  # the shared 64 words are 4 equal blocks, then they differ
     assert block_hashes(words("x", 15)) == []  # no full block, nothing to reuse
+    prompt = f"{system} {words('x', 40)}"
+    assert block_hashes(f"{prompt} {words('ans', 30)}", known=a) == block_hashes(
+        f"{prompt} {words('ans', 30)}"
+    )
     later = block_hashes(f"{words('z', 16)} {system}")
     assert not set(later) & set(a)  # the same words later in a prompt are another prefix
 

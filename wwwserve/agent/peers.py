@@ -17,14 +17,7 @@ class Peer:
     beat: Heartbeat
     received: float  # time.monotonic() at arrival
     sent_since_beat: int = 0  # requests we forwarded to it after this heartbeat
-    _filter: PrefixFilter | bool | None = False  # decoded on first use (False: not yet)
-
-    @property
-    def prefix_filter(self) -> PrefixFilter | None:
-        """What the peer's prefix cache holds, decoded once per heartbeat."""
-        if self._filter is False:
-            self._filter = PrefixFilter.decode(self.beat.prefix_filter)
-        return self._filter if isinstance(self._filter, PrefixFilter) else None
+    prefix_filter: PrefixFilter | None = None  # what its prefix cache holds, decoded from the heartbeat
 
     def age_s(self, now: float | None = None) -> float:
         """Seconds since this peer last spoke."""
@@ -75,7 +68,7 @@ class PeerTable:
         old = self._peers.get(beat.name)
         if old is not None and beat.seq and old.beat.seq > beat.seq and old.beat.ts_ms >= beat.ts_ms:
             return  # out of order
-        self._peers[beat.name] = Peer(beat, now)
+        self._peers[beat.name] = Peer(beat, now, prefix_filter=PrefixFilter.decode(beat.prefix_filter))
         self._suspended.discard(beat.name)
 
     def _expired(self, peer: Peer, now: float) -> bool:

@@ -38,10 +38,8 @@ class Arrival:
 @dataclass
 class _Session:
     id: int
-    origin: str
     words: list[str]  # the whole history: system prompt, messages and answers so far
-    turns: int
-    answered: list[int]  # arrivals whose answers are in `words`
+    answered: list[int]  # arrivals whose answers are in `words` (one per turn so far)
 
 
 def _words(prefix: str, n: int) -> list[str]:
@@ -53,12 +51,12 @@ def answer_placeholder(index: int, output_tokens: int) -> str:
     return " ".join(_words(f"a{index}.", output_tokens))
 
 
-def _with_prompts(picked: list[Arrival], w: Workload, seed: int) -> list[Arrival]:
+def _with_prompts(picked: list[Arrival], w: Workload) -> list[Arrival]:
     """Give every arrival its prompt text (sessions: shared prefixes; otherwise unique words)."""
     s = w.sessions
     if s is None:
         return [replace(a, prompt=" ".join(_words(f"m{a.index}.", a.prompt_tokens))) for a in picked]
-    rng = random.Random(seed + 1)
+    rng = random.Random(w.seed + 1)
     system = [_words(f"s{k}.", s.system_prompt_tokens) for k in range(s.system_prompts)]
     open_by_origin: dict[str, list[_Session]] = {}
     out: list[Arrival] = []
@@ -72,7 +70,7 @@ def _with_prompts(picked: list[Arrival], w: Workload, seed: int) -> list[Arrival
                 mine.remove(sess)
                 sess = None
         if sess is None:
-            sess = _Session(next_id, a.origin, list(rng.choice(system)), 0, [])
+            sess = _Session(next_id, list(rng.choice(system)), [])
             next_id += 1
             mine.append(sess)
             new = max(16, a.prompt_tokens - len(sess.words))
@@ -84,14 +82,13 @@ def _with_prompts(picked: list[Arrival], w: Workload, seed: int) -> list[Arrival
                 prompt=prompt,
                 prompt_tokens=len(sess.words),
                 session=sess.id,
-                turn=sess.turns,
+                turn=len(sess.answered),
                 history=tuple(sess.answered),
             )
         )
-        sess.turns += 1
         sess.words += answer_placeholder(a.index, a.output_tokens).split()  # the answer joins the history
         sess.answered.append(a.index)
-        if sess.turns >= s.max_turns:
+        if len(sess.answered) >= s.max_turns:
             mine.remove(sess)
     return out
 
@@ -141,4 +138,4 @@ def arrivals(scenario: Scenario) -> list[Arrival]:
         )
         for i, (rel, origin, ctx, gen) in enumerate(picked)
     ]
-    return _with_prompts(timed, w, w.seed)
+    return _with_prompts(timed, w)

@@ -511,7 +511,7 @@ class SimEngine:
                     answer.append(delta.text)
                     yield delta
             if hashes:  # the answer's full blocks stay cached too: a next turn that resends it hits them
-                self.prefix_cache.insert(block_hashes(f"{text} {''.join(answer)}"))
+                self.prefix_cache.insert(block_hashes(f"{text} {''.join(answer)}", known=hashes))
         finally:
             if not seq.done:
                 seq.cancelled = True

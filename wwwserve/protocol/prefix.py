@@ -28,12 +28,16 @@ FILTER_ENTRIES = 1200  # at most this many checkpoints (76,800 tokens of prefixe
 _MASK64 = (1 << 64) - 1
 
 
-def block_hashes(text: str) -> list[int]:
-    """The chain of 64-bit hashes of the prompt's full blocks of BLOCK_TOKENS words."""
+def block_hashes(text: str, known: list[int] | None = None) -> list[int]:
+    """The chain of 64-bit hashes of the prompt's full blocks of BLOCK_TOKENS words.
+
+    `known`: the hashes of a text this one starts with (a prompt, now followed by its answer), so only
+    the blocks after them are hashed.
+    """
     words = text.split()
-    out: list[int] = []
-    prev = b""
-    for i in range(len(words) // BLOCK_TOKENS):
+    out: list[int] = list(known or [])
+    prev = out[-1].to_bytes(8, "little") if out else b""
+    for i in range(len(out), len(words) // BLOCK_TOKENS):
         block = " ".join(words[i * BLOCK_TOKENS : (i + 1) * BLOCK_TOKENS]).encode()
         digest = hashlib.blake2b(prev + block, digest_size=8).digest()
         out.append(int.from_bytes(digest, "little"))
