@@ -19,6 +19,7 @@ from wwwserve.client import Client
 from wwwserve.engines.sim import SimEngine, SimOptions
 from wwwserve.errors import UnknownModel
 from wwwserve.policies import load_policy
+from wwwserve.protocol.subjects import heartbeat_subject
 from wwwserve.topology import LocalNetwork
 
 MODEL = "sim-model"
@@ -134,17 +135,18 @@ async def test_permissions_are_enforced_by_the_real_server(secured: tuple[NatsSe
         on_alice = await nats.connect(alice_leaf.url)
         on_stranger = await nats.connect(stranger_leaf.url)
         await asyncio.sleep(1.5)
-        await on_alice.publish("llm.heartbeat.bob", b'{"name":"bob","models":["x"]}')
-        await on_stranger.publish("llm.heartbeat.mallory", b'{"name":"mallory","models":["x"]}')
+        await on_alice.publish(heartbeat_subject("bob", "x"), b'{"name":"bob","models":["x"]}')
+        await on_stranger.publish(heartbeat_subject("mallory", "x"), b'{"name":"mallory","models":["x"]}')
         # a client user may send requests (served by alice) but may not publish a heartbeat
         app = await nats.connect(f"nats://app:app-pw@127.0.0.1:{hub.port}", error_cb=on_error)
         reply = await app.request(f"llm.request.{MODEL}", b'{"prompt":"hi","max_tokens":2}', timeout=5)
         assert json.loads(reply.data)["provider"] == "alice"
-        await app.publish("llm.heartbeat.alice", b'{"name":"alice","models":["fake"]}')
+        await app.publish(heartbeat_subject("alice", "fake"), b'{"name":"alice","models":["fake"]}')
         await app.flush()
         await asyncio.sleep(1.2)
-        assert "llm.heartbeat.alice" in seen
-        assert "llm.heartbeat.bob" not in seen and "llm.heartbeat.mallory" not in seen
+        assert heartbeat_subject("alice", MODEL) in seen
+        assert heartbeat_subject("alice", "fake") not in seen
+        assert not [s for s in seen if s.startswith(("llm.heartbeat.bob.", "llm.heartbeat.mallory."))]
         assert any("permissions violation" in e.lower() for e in errors)
         for c in (ops, on_alice, on_stranger, app):
             await c.close()

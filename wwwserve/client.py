@@ -1,16 +1,16 @@
 """Client SDK: `Client` (async) and `SyncClient` send requests into the network and read answers.
 
-Every request carries a request id, a deadline, and asks for an ack; the client then watches the
-responsible provider's heartbeats, so a provider that dies mid-request is noticed within the peer
-expiry instead of at the deadline. No responders (nobody serves the model right now) is retried with
-backoff until the deadline.
+Every request carries a request id, a deadline, and asks for an ack; silence from the responsible
+provider makes the client ask it again on its direct subject, so a provider that died mid-request
+shows as no responders at once instead of at the deadline, and the network's directory (a JetStream
+KV bucket, directory.py) tells which models exist and which providers left. No responders (nobody
+serves the model right now) is retried with backoff until the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from wwwserve import PROTOCOL_VERSION
+from wwwserve.directory import Directory
 from wwwserve.errors import (
     BackendError,
     DeadlineExceeded,
@@ -62,9 +63,9 @@ class Client:
         self.codec = codec
         self.provider_expiry_s = provider_expiry_s
         self._nc: NATS | None = None
-        self._beats: dict[str, tuple[float, frozenset[str]]] = {}
+        self._directory: Directory | None = None
         self._watch_since = 0.0
-        self._beat_sub: Subscription | None = None
+        self._directory_tried = -1e9
 
     async def connect(self) -> Client:
         """Open the NATS connection (reconnects by itself afterwards)."""
@@ -79,6 +80,9 @@ class Client:
 
     async def close(self) -> None:
         """Close the connection."""
+        if self._directory is not None:
+            await self._directory.stop()
+            self._directory = None
         if self._nc is not None:
             await self._nc.close()
             self._nc = None
@@ -129,51 +133,42 @@ class Client:
             yield item
 
     def models(self) -> list[str]:
-        """Models some alive provider advertises now (after `watch_network`)."""
-        now = time.monotonic()
-        return sorted({m for t, ms in self._beats.values() if now - t <= self.provider_expiry_s for m in ms})
+        """Models some listed provider serves now (after `watch_network`)."""
+        return sorted(self._directory.models()) if self._directory is not None else []
 
     # ---- internals -------------------------------------------------------------------------------
 
     async def watch_network(self) -> None:
-        """Start following heartbeats (done by the first request anyway), e.g. to list models."""
-        await self._watch_heartbeats()
-
-    async def _watch_heartbeats(self) -> None:
-        if self._beat_sub is None:
+        """Start following the directory (done by the first request anyway), e.g. to list models."""
+        if self._directory is None:
             self._watch_since = time.monotonic()
+            self._directory = Directory(self.nc)
+        if not self._directory.available and time.monotonic() - self._directory_tried >= 5.0:
+            self._directory_tried = time.monotonic()
+            await self._directory.start()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._directory.synced.wait(), 2.0)
 
-            async def on_beat(msg: Msg) -> None:
-                name = msg.subject.rsplit(".", 1)[-1]
-                try:
-                    models = json.loads(msg.data).get("models") or []
-                except (ValueError, AttributeError):
-                    return
-                if models:
-                    self._beats[name] = (time.monotonic(), frozenset(models))
-                else:
-                    self._beats.pop(name, None)  # goodbye
-
-            self._beat_sub = await self.nc.subscribe(subjects.HEARTBEAT_ALL, cb=on_beat)
-
-    def _provider_alive(self, name: str, since: float) -> bool:
-        last = self._beats.get(name, (since, frozenset()))[0]
-        return time.monotonic() - last <= self.provider_expiry_s
+    def _provider_alive(self, name: str) -> bool:
+        """False once the directory says `name` left or fell silent (a responder it never listed, a
+        scheduler say, counts as alive: silence then shows through the re-asks)."""
+        d = self._directory
+        return d is None or name not in d.gone
 
     def _model_advertised(self, model: str) -> bool:
-        now = time.monotonic()
-        return any(model in ms and now - t <= self.provider_expiry_s for t, ms in self._beats.values())
+        d = self._directory
+        return d is None or not d.available or model in d.models()
 
     def _no_responders_error(self, model: str, deadline: float) -> WWWServeError | None:
         """After no responders: the error to raise now, or None to retry.
 
-        A model that no heartbeat advertises fails fast (a typo should not wait for the deadline);
+        A model that no directory entry lists fails fast (a typo should not wait for the deadline);
         a model whose providers exist but all left their queue groups is retried until the deadline.
         """
         watched = time.monotonic() - self._watch_since
         if not self._model_advertised(model):
             if watched >= self.provider_expiry_s / 2 or time.monotonic() >= deadline:
-                return UnknownModel(f"no provider serves model {model!r} (no heartbeat advertises it)")
+                return UnknownModel(f"no provider serves model {model!r} (the directory lists none)")
             return None
         if time.monotonic() >= deadline:
             return Overloaded(f"every provider of {model!r} stayed saturated until the deadline")
@@ -182,7 +177,7 @@ class Client:
     async def _exchange(
         self, model: str, body: dict[str, Any], timeout: float | None, request_id: str | None = None
     ) -> AsyncIterator[StreamChunk | Reply]:
-        await self._watch_heartbeats()
+        await self.watch_network()
         timeout = timeout or self.timeout
         deadline = time.monotonic() + timeout + min(_GRACE_S, timeout * 0.1)
         routing = h.Routing(
@@ -237,7 +232,7 @@ class Client:
         Leaving early (the consumer stopped, or was cancelled) tells the responsible provider to stop.
         """
         responsible: str | None = None
-        acked_at = last_heard = time.monotonic()
+        last_heard = time.monotonic()
         delivered = False
         ended = False
         try:
@@ -250,7 +245,7 @@ class Client:
                     msg = await sub.next_msg(timeout=min(_SLICE_S, left))
                 except nats.errors.TimeoutError:
                     now = time.monotonic()
-                    gone = responsible is not None and not self._provider_alive(responsible, acked_at)
+                    gone = responsible is not None and not self._provider_alive(responsible)
                     if gone or (responsible is None and now - last_heard > _ACK_S):
                         ended = True  # nobody has it; nothing to cancel
                         if not delivered:
@@ -270,7 +265,7 @@ class Client:
                         return
                     raise BackendError(f"provider {responsible} left mid-stream")
                 if h.ACK in mh:
-                    responsible, acked_at = mh[h.ACK], time.monotonic()
+                    responsible = mh[h.ACK]
                     continue
                 obj = decode(msg.data, detect(msg.data, mh))
                 if mh.get(h.STATUS, "200") != "200" or h.ERROR in mh:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 from pathlib import Path
 from typing import Annotated, ClassVar
@@ -13,6 +14,7 @@ from pydantic_settings import NoDecode
 
 from wwwserve.broker.config import HubConfig
 from wwwserve.broker.process import NatsServer
+from wwwserve.broker.streams import create_when_ready
 from wwwserve.config import WWWServeSettings, split_list
 from wwwserve.datadir import default_data_dir
 
@@ -44,7 +46,12 @@ class HubSettings(WWWServeSettings):
         default_factory=dict, description="operator user:password pairs (everything)"
     )
     data_dir: Path | None = Field(
-        None, description="where the config and log go (default: <user data dir>/wwwserve/hubs/<name>)"
+        None,
+        description="where the config, log and JetStream store go "
+        "(default: <user data dir>/wwwserve/hubs/<name>)",
+    )
+    jetstream_replicas: int = Field(
+        0, ge=0, le=5, description="replicas of the ledger and directory (0: 3 in a cluster of 3+, else 1)"
     )
 
     @field_validator("provider_users", "client_users", "ops_users", mode="before")
@@ -69,7 +76,12 @@ class HubSettings(WWWServeSettings):
         """The data directory in effect: the one given, else this hub's own default."""
         return self.data_dir or default_data_dir("hubs", self.name)
 
-    def config(self) -> HubConfig:
+    @property
+    def replicas(self) -> int:
+        """Replicas of the JetStream assets: what was asked, else 3 once the cluster has three hubs."""
+        return self.jetstream_replicas or (3 if len(self.routes) >= 2 else 1)
+
+    def config(self, internal_user: tuple[str, str] | None = None) -> HubConfig:
         """The nats-server config these settings describe."""
         return HubConfig(
             name=self.name,
@@ -82,6 +94,8 @@ class HubSettings(WWWServeSettings):
             provider_users=self.provider_users,
             client_users=self.client_users,
             ops_users=self.ops_users,
+            jetstream_dir=str(self.state_dir / "jetstream"),
+            internal_user=internal_user,
         )
 
 
@@ -91,14 +105,16 @@ async def run_hub(settings: HubSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    internal = ("_wwwserve_hub", secrets.token_urlsafe(24))  # new each start, never written but in the config
     server = NatsServer(
-        settings.config().render(),
+        settings.config(internal).render(),
         port=settings.port,
         host=settings.host,
         workdir=settings.state_dir,
         name=settings.name,
     )
     async with server:
+        await create_when_ready(server.url, settings.replicas, internal)
         log.info(
             "hub.ready", url=server.url, leafnodes=f"nats-leaf://{settings.host}:{settings.leafnode_port}"
         )

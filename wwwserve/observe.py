@@ -1,4 +1,4 @@
-"""Watching the network from outside: collect heartbeats and render them for people."""
+"""Watching the network from outside: read the directory (or raw heartbeats) and render it for people."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ import nats
 from rich.table import Table
 
 from wwwserve.client import heartbeat_from
+from wwwserve.directory import read_directory
 from wwwserve.protocol import subjects
 from wwwserve.protocol.messages import Heartbeat
 
 
 async def collect_heartbeats(nats_url: str, wait_s: float) -> list[Heartbeat]:
-    """The latest heartbeat of each provider heard within `wait_s` seconds, sorted by name."""
+    """Every provider the directory lists, sorted by name (each refreshed within 10 s); without
+    JetStream on the hubs, the raw heartbeats heard within `wait_s` seconds instead."""
     nc = await nats.connect(servers=[u.strip() for u in nats_url.split(",")], name="wwwserve-peers")
-    seen: dict[str, Heartbeat] = {}
     try:
-        sub = await nc.subscribe(subjects.HEARTBEAT_ALL)
+        listed = await read_directory(nc, wait_s)
+        if listed is not None:
+            return listed
+        seen: dict[str, Heartbeat] = {}
+        sub = await nc.subscribe(f"{subjects.HEARTBEAT_PREFIX}.>")
         loop = asyncio.get_running_loop()
         end = loop.time() + wait_s
         while (left := end - loop.time()) > 0:

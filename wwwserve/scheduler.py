@@ -79,7 +79,7 @@ class Scheduler:
         self._nc = await nats.connect(
             self.settings.nats_url, name="wwwserve-scheduler", max_reconnect_attempts=-1
         )
-        await self._nc.subscribe(subjects.HEARTBEAT_ALL, cb=self._on_heartbeat)
+        await self._nc.subscribe(f"{subjects.HEARTBEAT_PREFIX}.>", cb=self._on_heartbeat)
         await self._nc.subscribe(
             f"{subjects.REQUEST_PREFIX}.*", queue=subjects.QUEUE_GROUP, cb=self._on_request
         )

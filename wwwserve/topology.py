@@ -18,6 +18,7 @@ from wwwserve.agent.agent import Agent
 from wwwserve.agent.settings import ProviderSettings
 from wwwserve.broker.config import HubConfig, LeafConfig
 from wwwserve.broker.process import NatsServer, free_port
+from wwwserve.broker.streams import create_when_ready
 from wwwserve.engines.base import Engine
 from wwwserve.engines.factory import create_engine
 from wwwserve.policies.base import load_policy
@@ -65,6 +66,7 @@ class LocalNetwork:
                 leafnode_port=self.hub_leafnode_ports[i],
                 cluster_port=cluster[i] if cluster else None,
                 routes=[f"nats-route://127.0.0.1:{p}" for j, p in enumerate(cluster) if j != i],
+                jetstream_dir=str(self.workdir / f"hub{i}" / "jetstream"),
             )
             hub = NatsServer(cfg.render(), port=ports[i], workdir=self.workdir / f"hub{i}", name=f"hub{i}")
             await hub.start()
@@ -72,6 +74,7 @@ class LocalNetwork:
         self.hub, self.leafnode_port = self.hubs[0], self.hub_leafnode_ports[0]
         if self.n_hubs > 1:
             await asyncio.sleep(1.0)  # let the routes form
+        await create_when_ready(self.hub_url, 3 if self.n_hubs >= 3 else 1)
 
     @property
     def hub_urls(self) -> list[str]:
@@ -132,13 +135,19 @@ class LocalNetwork:
         return sched
 
     async def wait_for_peers(self, timeout: float = 15.0) -> None:
-        """Wait until every agent's peer table lists every other provider."""
-        names = set(self.providers)
+        """Wait until every agent's peer table lists every other provider of a model it serves
+        (heartbeats are scoped by model: providers of other models are not heard)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
+
+        def shares_a_model(a: ProviderHandle, b: ProviderHandle) -> bool:
+            return bool(set(a.agent.models) & set(b.agent.models))
+
         while loop.time() < end:
             if all(
-                {p.beat.name for p in h.agent.peers.alive()} >= names - {n} for n, h in self.providers.items()
+                {p.beat.name for p in h.agent.peers.alive()}
+                >= {o for o, other in self.providers.items() if o != n and shares_a_model(h, other)}
+                for n, h in self.providers.items()
             ):
                 return
             await asyncio.sleep(0.05)

@@ -20,6 +20,7 @@ from nats.micro.service import Service
 
 from wwwserve import PROTOCOL_VERSION
 from wwwserve.agent.admission import Slots
+from wwwserve.agent.beats import BeatScope
 from wwwserve.agent.credits import Credits
 from wwwserve.agent.dispatch import Dispatcher
 from wwwserve.agent.duels import Duels
@@ -29,6 +30,8 @@ from wwwserve.agent.requests import RequestRegistry
 from wwwserve.agent.service import register_service
 from wwwserve.agent.settings import ProviderSettings
 from wwwserve.agent.stats import ServingStats
+from wwwserve.broker.streams import ensure_streams
+from wwwserve.directory import REFRESH_S, publish_entry
 from wwwserve.engines.base import Engine, EngineLoad
 from wwwserve.logs import connection_callbacks
 from wwwserve.policies.base import Policy
@@ -81,6 +84,10 @@ class Agent:
         self._membership_lock = asyncio.Lock()
         self._draining = False
         self._beat_seq = 0
+        self.beats: BeatScope | None = None
+        self._listed: tuple[bool, bool] | None = None  # (accepting, healthy) in our directory entry
+        self._listed_at = 0.0
+        self._listing: asyncio.Future[None] | None = None
         self._dispatcher: Dispatcher | None = None
         self._service: Service | None = None
         self.metrics = AgentMetrics(self)
@@ -122,6 +129,7 @@ class Agent:
             if self.settings.metrics_port:
                 self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
             await self._subscribe()
+            self.spawn(self._ensure_streams())
             await self.credits.subscribe()
             await self.duels.subscribe()
             heartbeat = asyncio.create_task(self._heartbeat_loop())
@@ -164,11 +172,27 @@ class Agent:
             await self.nc.subscribe(f"{subjects.DIRECT_PREFIX}.{self.name}.*", cb=unknown_models_only)
         )
         self._service = await register_service(self, direct)
-        self._other_subs.append(await self.nc.subscribe(subjects.HEARTBEAT_ALL, cb=self._on_heartbeat))
+        self.beats = BeatScope(
+            self.nc,
+            self.name,
+            list(self.models),
+            self._on_heartbeat,
+            listen_target=self.settings.heartbeat_listen,
+            budget=self.settings.heartbeat_budget,
+            rng=self.rng,
+        )
+        await self.beats.start()
         self._other_subs.append(
             await self.nc.subscribe(subjects.cancel_subject(self.name), cb=self._on_cancel)
         )
         await self.nc.flush()
+
+    async def _ensure_streams(self) -> None:
+        """Create the hubs' JetStream assets if no hub did (an open network); a closed one refuses."""
+        try:
+            await asyncio.wait_for(ensure_streams(self.nc), 10.0)
+        except Exception as e:  # best effort: hubs normally create them
+            self.log.debug("jetstream.assets_not_created", error=repr(e))
 
     async def _sync_membership(self) -> None:
         """Make the queue-group subscriptions match `_accepting` (serialized, idempotent).
@@ -332,20 +356,47 @@ class Agent:
         beat = self.heartbeat()
         if goodbye:
             beat.models, beat.accepting = [], False
+        body = json.dumps(beat.model_dump()).encode()
         with contextlib.suppress(Exception):
-            await self.nc.publish(
-                subjects.heartbeat_subject(self.name),
-                json.dumps(beat.model_dump()).encode(),
-                headers={"Content-Type": "application/json"},
-            )
+            for model in self.models.values():
+                await self.nc.publish(
+                    subjects.heartbeat_subject(self.name, model),
+                    body,
+                    headers={"Content-Type": "application/json"},
+                )
+        listed = (beat.accepting, beat.healthy)
+        due = listed != self._listed or time.monotonic() - self._listed_at >= REFRESH_S
+        if goodbye:
+            await self._list(beat, listed)
+        elif due and (self._listing is None or self._listing.done()):
+            self._listed_at = time.monotonic()
+            self._listing = asyncio.ensure_future(self._list(beat, listed))
+
+    async def _list(self, beat: Heartbeat, listed: tuple[bool, bool]) -> None:
+        """Write our directory entry (beside the beats: a slow hub must not delay them)."""
+        try:
+            ok = await asyncio.wait_for(publish_entry(self.nc, beat), 5.0)
+        except TimeoutError:
+            ok = False
+        self._listed = listed if ok else None
+
+    def _heard(self) -> dict[str, int]:
+        """Providers heard per served model (its token), ourselves excluded."""
+        alive = self.peers.alive()
+        return {tok: sum(model in p.beat.models for p in alive) for tok, model in self.models.items()}
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval_s
+        last = resized = 0.0
         min_gap = min(0.05, interval)
-        last = 0.0
         while not self._draining:
             self._changed.clear()
             self._check_health()
+            if self.beats is not None and time.monotonic() - resized >= 2.0:
+                resized = time.monotonic()
+                heard = self._heard()
+                await self.beats.adjust(heard)
+                min_gap = self.beats.min_gap(len(self.peers.alive()), interval)
             gap = time.monotonic() - last
             if gap < min_gap:
                 await asyncio.sleep(min_gap - gap)

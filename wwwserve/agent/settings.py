@@ -48,6 +48,12 @@ class ProviderSettings(WWWServeSettings):
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port (0: off)")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="seconds between heartbeats")
     peer_expiry_s: float = Field(3.5, gt=0, description="a peer silent this long leaves the peer table")
+    heartbeat_listen: int = Field(
+        40, ge=1, description="providers per model whose beats this agent hears (a sample in big networks)"
+    )
+    heartbeat_budget: float = Field(
+        100.0, gt=0, description="heartbeats per second each agent should receive at most (sets beat rate)"
+    )
     peer_view: int = Field(
         32, ge=1, description="candidate peers per model a decision looks at (best by room + random sample)"
     )

@@ -8,11 +8,30 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from wwwserve.protocol import subjects
+
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 
 def _template(name: str) -> Template:
     return Template(resources.files("wwwserve.broker").joinpath("templates", name).read_text())
+
+
+# JetStream API calls that read the directory and the ledger (ordered consumers, direct gets);
+# creating or deleting streams is left to the hubs and ops.
+_API = f"$JS.{subjects.JS_DOMAIN}.API"
+JS_READ = [
+    f"{_API}.INFO",
+    f"{_API}.STREAM.INFO.*",
+    f"{_API}.STREAM.NAMES",
+    f"{_API}.STREAM.MSG.GET.*",
+    f"{_API}.DIRECT.GET.>",
+    f"{_API}.CONSUMER.CREATE.*",
+    f"{_API}.CONSUMER.CREATE.*.>",
+    f"{_API}.CONSUMER.DELETE.*.*",
+    f"{_API}.CONSUMER.INFO.*.*",
+    "$JS.FC.>",
+]
 
 
 def provider_permissions(name: str) -> dict[str, Any]:
@@ -27,10 +46,13 @@ def provider_permissions(name: str) -> dict[str, Any]:
                 "llm.request.>",
                 "llm.direct.>",
                 "llm.cancel.>",
-                f"llm.heartbeat.{name}",
+                f"llm.heartbeat.{name}.>",
                 f"llm.status.{name}",
                 "llm.ledger.receipt",
-                "llm.ledger.sync.>",
+                f"{subjects.LEDGER_CHECKPOINT_PREFIX}.{name}",
+                f"{subjects.LEDGER_STATE_PREFIX}.*",
+                subjects.directory_put_subject(name),
+                *JS_READ,
                 "llm.duel.>",
                 "_INBOX.>",
                 "$SRV.>",
@@ -48,6 +70,7 @@ CLIENT_PERMISSIONS: dict[str, Any] = {
             "llm.cancel.>",
             "llm.status.>",
             "llm.ledger.view.>",
+            *JS_READ,
             "_INBOX.>",
         ]
     },
@@ -89,6 +112,9 @@ class HubConfig:
     ops_users: dict[str, str] = field(default_factory=dict)
     max_payload: int = DEFAULT_MAX_PAYLOAD
     ping_interval: str = "5s"
+    jetstream_dir: str = "jetstream"  # JetStream's store (relative: to nats-server's working directory)
+    jetstream_max_file: str = "10G"
+    internal_user: tuple[str, str] | None = None  # (user, password) the hub's own setup logs in with
 
     def render(self) -> str:
         """The nats-server config text for this hub."""
@@ -107,8 +133,16 @@ class HubConfig:
             max_payload=self.max_payload,
             ping_interval=self.ping_interval,
             monitoring=_monitoring(self.host, self.http_port),
-            authorization=_authorization(self.provider_users, self.client_users, self.ops_users),
+            authorization=_authorization(
+                self.provider_users,
+                self.client_users,
+                {**self.ops_users, **dict([self.internal_user] if self.internal_user else [])},
+            ),
             cluster=cluster,
+            jetstream=(
+                f"jetstream {{\n  store_dir: {json.dumps(self.jetstream_dir)}\n"
+                f"  domain: {json.dumps(subjects.JS_DOMAIN)}\n  max_file_store: {self.jetstream_max_file}\n}}"
+            ),
         )
 
 

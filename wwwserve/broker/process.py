@@ -97,6 +97,7 @@ class NatsServer:
                 stdout=logf,
                 stderr=logf,
                 stdin=asyncio.subprocess.DEVNULL,
+                cwd=self.workdir,  # relative paths in the config (JetStream's store) land here
                 preexec_fn=_die_with_parent,
             )
         finally:

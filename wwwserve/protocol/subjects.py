@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import re
+import zlib
 
 QUEUE_GROUP = "wwwserve"
 REQUEST_PREFIX = "llm.request"
 DIRECT_PREFIX = "llm.direct"
 HEARTBEAT_PREFIX = "llm.heartbeat"
-HEARTBEAT_ALL = f"{HEARTBEAT_PREFIX}.>"
 LEDGER_RECEIPT = "llm.ledger.receipt"
 LEDGER_SYNC_PREFIX = "llm.ledger.sync"
 DUEL_PREFIX = "llm.duel"
 CANCEL_PREFIX = "llm.cancel"
+HEARTBEAT_SHARDS = 64  # a model's beats are spread over this many subjects: a listener can hear a sample
+
+# JetStream, on the hubs: the JetStream domain every hub shares (leaf nodes reach it through
+# `$JS.<domain>.API`), the directory bucket and the ledger's streams.
+JS_DOMAIN = "wwwserve"
+DIRECTORY_BUCKET = "wwwserve-directory"
+LEDGER_STREAM = "LEDGER"
+CHECKPOINT_STREAM = "LEDGER_CHECKPOINTS"
+LEDGER_CHECKPOINT_PREFIX = "llm.ledger.checkpoint"
+LEDGER_STATE_PREFIX = "llm.ledger.state"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_~-]")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -51,6 +61,28 @@ def cancel_subject(provider: str) -> str:
     return f"{CANCEL_PREFIX}.{provider}"
 
 
-def heartbeat_subject(provider: str) -> str:
-    """Where `provider` announces its state, so peers and ops can see it."""
-    return f"{HEARTBEAT_PREFIX}.{provider}"
+def heartbeat_shard(provider: str) -> int:
+    """The shard a provider's beats go to: fixed by its name, spread evenly over the shards."""
+    return zlib.crc32(provider.encode()) % HEARTBEAT_SHARDS
+
+
+def heartbeat_subject(provider: str, model: str) -> str:
+    """Where `provider` announces its state to the providers of `model` (and ops with `nats sub`)."""
+    return f"{HEARTBEAT_PREFIX}.{provider}.{model_token(model)}.{heartbeat_shard(provider):02d}"
+
+
+def heartbeat_filter(model_tok: str, shard: int | None = None) -> str:
+    """What a listener subscribes to: every beat of a model (shard None), or one shard of it.
+
+    The provider's name comes first so a hub can allow each provider `llm.heartbeat.<name>.>` only
+    (nats-server does not forward a hub-side `llm.heartbeat.>` interest through a leaf whose publish
+    permission puts wildcards before the name)."""
+    if shard is None:
+        return f"{HEARTBEAT_PREFIX}.*.{model_tok}.*"
+    return f"{HEARTBEAT_PREFIX}.*.{model_tok}.{shard:02d}"
+
+
+def directory_put_subject(provider: str) -> str:
+    """Where `provider` writes its directory entry: the KV subject behind the domain's API prefix,
+    the one form that reaches the hubs' bucket from a leaf node (as nats.go's KV does)."""
+    return f"$JS.{JS_DOMAIN}.API.$KV.{DIRECTORY_BUCKET}.{provider}"
