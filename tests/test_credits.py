@@ -9,6 +9,7 @@ from typing import Any
 import nats
 
 from wwwserve.agent import Agent
+from wwwserve.agent.credits import read_ledger
 from wwwserve.client import Client
 from wwwserve.engines.sim import SimEngine, SimOptions
 from wwwserve.ledger.records import INITIAL_GRANT, Receipt
@@ -35,7 +36,7 @@ async def converge(agents: list[Agent], timeout: float = 15.0) -> dict[str, floa
 
 
 async def test_forwarded_traffic_moves_credits_and_every_view_agrees(net: LocalNetwork) -> None:
-    common: dict[str, Any] = dict(engine="sim", model=[MODEL], engine_opt=SIM, price=0.01, ledger_sync_s=1.0)
+    common: dict[str, Any] = dict(engine="sim", model=[MODEL], engine_opt=SIM, price=0.01)
     for name in ("p1", "p2", "p3"):
         await net.add_provider(name, max_concurrency=1, **common)
     async with Client(net.providers["p1"].url, timeout=30) as c:
@@ -52,14 +53,15 @@ async def test_forwarded_traffic_moves_credits_and_every_view_agrees(net: LocalN
     assert abs((INITIAL_GRANT - view["p1"]) - expected) < 1e-6
     assert all(a.credits.view()["receipts"] == len(served_elsewhere) for a in agents)
 
-    # a tampered copy of a real receipt changes nothing anywhere
-    real = next(r for r in agents[0].credits.ledger.records() if isinstance(r, Receipt))
+    # a tampered copy of a real receipt, stored in the stream by the hub, changes nothing anywhere
+    nc = await nats.connect(net.hub_url)
+    real = next(r for r in await read_ledger(nc) if isinstance(r, Receipt))
     forged = json.loads(real.model_dump_json())
     forged["completion_tokens"] += 1000
     forged["request_id"] += "-again"
-    nc = await nats.connect(net.hub_url)
     await nc.publish(LEDGER_RECEIPT, json.dumps(forged).encode())
     await nc.flush()
+    assert len(await read_ledger(nc)) == len(served_elsewhere) + 1  # the hubs store it (they can't judge)
     await nc.close()
     await asyncio.sleep(0.5)
     assert await converge(agents) == view
@@ -79,7 +81,7 @@ async def test_forwarded_traffic_moves_credits_and_every_view_agrees(net: LocalN
     await task
     await h3.leaf.stop()
 
-    # a provider that was down during the traffic catches up through anti-entropy
+    # a provider that was down during the traffic catches up from the ledger stream
     late = await net.add_provider("p4", **common)
     caught_up = await converge([agents[0], late.agent])
     assert caught_up == view
@@ -89,8 +91,8 @@ async def test_stake_is_published_and_the_ledger_cli_shows_every_view(net: Local
     import subprocess
     import sys
 
-    await net.add_provider("staker", engine="sim", model=[MODEL], stake=300.0, ledger_sync_s=0.5)
-    await net.add_provider("other", engine="sim", model=[MODEL], ledger_sync_s=0.5)
+    await net.add_provider("staker", engine="sim", model=[MODEL], stake=300.0)
+    await net.add_provider("other", engine="sim", model=[MODEL])
     agents = [h.agent for h in net.providers.values()]
     for _ in range(50):
         if all(a.credits.ledger.view.stakes.get("staker") == 300.0 for a in agents):

@@ -51,16 +51,13 @@ def test_verdicts_move_reputation_and_stake() -> None:
 
 @pytest.mark.timeout(240)
 async def test_a_cheater_loses_reputation_stake_and_traffic(net: LocalNetwork) -> None:
-    fast: dict[str, Any] = dict(
-        engine="sim", model=[MODEL], stake=200.0, ledger_sync_s=1.0, max_concurrency=4
-    )
+    fast: dict[str, Any] = dict(engine="sim", model=[MODEL], stake=200.0, max_concurrency=4)
     # The origin's own engine is slow, so it forwards its users' requests to the three peers.
     origin = await net.add_provider(
         "origin",
         engine="sim",
         model=[MODEL],
         duel_rate=0.5,
-        ledger_sync_s=1.0,
         engine_opt={"decode_tpot_ms": "400"},
         max_concurrency=1,
         max_queue=0,

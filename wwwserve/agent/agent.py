@@ -130,10 +130,9 @@ class Agent:
                 self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
             await self._subscribe()
             self.spawn(self._ensure_streams())
-            await self.credits.subscribe()
             await self.duels.subscribe()
             heartbeat = asyncio.create_task(self._heartbeat_loop())
-            ledger_sync = asyncio.create_task(self.credits.run())
+            ledger = asyncio.create_task(self.credits.run())
             self._ready.set()
             self.log.info("agent.ready", models=list(self.models.values()), engine=self.engine.kind)
             await self._stop.wait()
@@ -145,7 +144,7 @@ class Agent:
             self.credits.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            _, late = await asyncio.wait({ledger_sync}, timeout=5.0)
+            _, late = await asyncio.wait({ledger}, timeout=5.0)
             for task in late:
                 task.cancel()
             await self._publish_heartbeat(goodbye=True)
@@ -309,7 +308,6 @@ class Agent:
         self.peers.update(beat)
         if is_new:
             self._changed.set()
-            self.credits.peer_appeared()  # introduce ourselves to a newcomer at once, not at the next tick
 
     # ---- heartbeats ------------------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
-"""The agent's part in the credit ledger: sign receipts, countersign, gossip and sync records, stake.
+"""The agent's part in the credit ledger: sign receipts, countersign, publish and follow the stream.
 
 - A server attaches its signed half of a receipt to the final message of a forwarded request
-  (header `Wwwserve-Receipt`); the forwarding origin checks it, countersigns, keeps it and publishes
-  it on `llm.ledger.receipt`; every agent keeps what it hears (docs/credits.md).
-- Anti-entropy: each agent answers `llm.ledger.sync.<name>` with the records the asker lacks, and asks
-  its peers the same at start, when a peer appears, and every `ledger_sync_s`.
+  (header `Wwwserve-Receipt`); the forwarding origin checks it, countersigns and publishes it to the
+  ledger stream on the hubs (`llm.ledger.receipt`, JetStream message id = record id: stored once).
+- Every agent folds the stream in order (an ordered consumer from its last applied sequence); records
+  it signed stay in its outbox until the stream acknowledged them.
+- Checkpoints (ledger/checkpoint.py): every `checkpoint_every` records each agent signs its state's
+  digest; a newcomer loads the newest state a quorum of signers agree on and replays only the rest.
 """
 
 from __future__ import annotations
@@ -13,15 +15,23 @@ import asyncio
 import base64
 import contextlib
 import json
+import random
+import time
 from typing import TYPE_CHECKING, Any
 
+import nats.errors
+import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
+from wwwserve.broker.streams import jetstream
 from wwwserve.datadir import DataDirLock
+from wwwserve.ledger.checkpoint import CheckpointVote, choose, digest, encode_state
 from wwwserve.ledger.identity import load_or_create
-from wwwserve.ledger.records import Receipt, Stake, parse_record
+from wwwserve.ledger.records import INITIAL_GRANT, Receipt, Record, Stake, parse_record
 from wwwserve.ledger.store import Ledger
 from wwwserve.protocol import subjects
 from wwwserve.protocol.headers import now_ms
@@ -49,13 +59,14 @@ class Credits:
         self._lock = DataDirLock(data_dir, f"provider {agent.name}")
         self.identity = load_or_create(data_dir, agent.name)
         self.ledger = Ledger(data_dir / "ledger.sqlite")
-        self._sync_wanted = asyncio.Event()
+        self._wake = asyncio.Event()
         self._stopping = False
+        self._sub: Subscription | None = None
 
     def stop(self) -> None:
         """End `run` at its next step (a flag, not a cancel: 3.11 can lose a cancel inside nats-py)."""
         self._stopping = True
-        self._sync_wanted.set()
+        self._wake.set()
 
     # ---- receipts ------------------------------------------------------------------------------
 
@@ -91,36 +102,106 @@ class Credits:
             log.warning("receipt.overpriced", provider=self.agent.name, peer=peer, price=r.price)
             return
         full = r.countersigned_by(self.identity)
-        outcome = self.ledger.add(full)
-        log.debug("receipt.settled", provider=self.agent.name, peer=peer, outcome=outcome, amount=full.amount)
-        await self.agent.nc.publish(subjects.LEDGER_RECEIPT, full.model_dump_json().encode())
+        log.debug("receipt.settled", provider=self.agent.name, peer=peer, amount=full.amount)
+        await self.publish(full)
 
-    # ---- subscriptions -------------------------------------------------------------------------
+    async def publish(self, record: Record) -> bool:
+        """Hand a record we signed to the ledger stream; kept in the outbox until the stream has it."""
+        self.ledger.hold(record)
+        return await self._send(record)
 
-    async def subscribe(self) -> None:
-        """Hear receipts and answer syncs (views are a micro endpoint: agent/service.py)."""
-        nc = self.agent.nc
-        await nc.subscribe(subjects.LEDGER_RECEIPT, cb=self.on_record)
-        await nc.subscribe(f"{subjects.LEDGER_SYNC_PREFIX}.{self.agent.name}", cb=self._on_sync)
+    async def _send(self, record: Record) -> bool:
+        try:
+            await jetstream(self.agent.nc).publish(
+                subjects.LEDGER_RECEIPT,
+                record.model_dump_json().encode(),
+                stream=subjects.LEDGER_STREAM,
+                headers={"Nats-Msg-Id": record.id},
+            )
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as e:
+            log.debug("ledger.publish_failed", provider=self.agent.name, record=record.id, error=repr(e))
+            return False
+        self.ledger.release(record.id)
+        return True
 
-    async def on_record(self, msg: Msg) -> None:
-        """Keep a record (receipt, stake, verdict) published by another agent."""
+    # ---- the stream ------------------------------------------------------------------------------
+
+    async def _follow(self) -> bool:
+        """Catch up (from a checkpoint when we have nothing yet) and follow the stream from there."""
+        if self._sub is not None:
+            return True
+        js = jetstream(self.agent.nc)
+        try:
+            if self.ledger.applied_seq == 0:
+                await self._catch_up_from_checkpoint()
+            self._sub = await js.subscribe(
+                subjects.LEDGER_RECEIPT,
+                stream=subjects.LEDGER_STREAM,
+                cb=self._on_record,
+                ordered_consumer=True,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.ledger.applied_seq + 1
+                ),
+                idle_heartbeat=5.0,
+                inactive_threshold=60.0,
+                pending_msgs_limit=1 << 20,
+            )
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as e:
+            log.debug("ledger.stream_unavailable", provider=self.agent.name, error=repr(e))
+            return False
+        return True
+
+    async def _on_record(self, msg: Msg) -> None:
+        """Fold the stream's next record."""
+        seq = msg.metadata.sequence.stream
         try:
             record = parse_record(json.loads(msg.data))
         except (ValueError, ValidationError):
+            self.ledger.applied_seq = max(self.ledger.applied_seq, seq)
             return
-        outcome = self.ledger.add(record)
+        outcome = self.ledger.add(record, seq)
         if outcome not in ("added", "duplicate"):
             log.info("ledger.record_refused", provider=self.agent.name, record=record.id, why=outcome)
+        every = self.agent.settings.checkpoint_every
+        if every and seq % every == 0:
+            self.agent.spawn(self._vote(seq, encode_state(self.ledger.state())))
 
-    async def _on_sync(self, msg: Msg) -> None:
+    async def _vote(self, seq: int, state: bytes) -> None:
+        """Sign the state at `seq`; publish it unless someone did (a random pause spreads the work)."""
+        d = digest(state)
+        vote = CheckpointVote(
+            seq=seq, digest=d, signer=self.agent.name, key=self.identity.public_key, ts_ms=now_ms()
+        ).signed(self.identity)
+        js = jetstream(self.agent.nc)
         try:
-            have = set(json.loads(msg.data).get("have", []))
-        except (ValueError, AttributeError):
-            have = set()
-        body = {"records": [json.loads(r.model_dump_json()) for r in self.ledger.records(except_ids=have)]}
-        if msg.reply:
-            await self.agent.nc.publish(msg.reply, json.dumps(body).encode())
+            await asyncio.sleep(random.uniform(0.0, 1.0))
+            state_subject = f"{subjects.LEDGER_STATE_PREFIX}.{d}"
+            try:
+                await js.get_last_msg(subjects.CHECKPOINT_STREAM, state_subject, direct=True)
+            except nats.js.errors.NotFoundError:
+                await js.publish(
+                    state_subject, state, stream=subjects.CHECKPOINT_STREAM, headers={"Nats-Msg-Id": d}
+                )
+            await js.publish(
+                f"{subjects.LEDGER_CHECKPOINT_PREFIX}.{self.agent.name}",
+                vote.model_dump_json().encode(),
+                stream=subjects.CHECKPOINT_STREAM,
+            )
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as e:
+            log.info("checkpoint.vote_failed", provider=self.agent.name, seq=seq, error=repr(e))
+
+    async def _catch_up_from_checkpoint(self) -> None:
+        """Load the newest state `checkpoint_quorum` providers signed, if any (else replay everything)."""
+        started = time.monotonic()
+        loaded = await load_checkpoint(self.agent.nc, self.agent.settings.checkpoint_quorum)
+        if loaded is not None:
+            self.ledger.restore(loaded)
+            log.info(
+                "ledger.checkpoint_loaded",
+                provider=self.agent.name,
+                seq=loaded["seq"],
+                took_s=round(time.monotonic() - started, 3),
+            )
 
     def view(self) -> dict[str, Any]:
         """This provider's view of the ledger, keyed by provider name."""
@@ -132,43 +213,26 @@ class Credits:
             "reputation": dict(sorted(v.reputation.items())),
             "quality": {n: round(v.evidence.quality(n), 4) for n in sorted(v.evidence.duels)},
             "judge_weight": {n: round(v.evidence.judge_weight(n), 4) for n in sorted(v.evidence.judges)},
-            "receipts": sum(1 for rid in v.valid if rid.startswith("r:")),
+            "receipts": v.receipts,
+            "applied_seq": self.ledger.applied_seq,
             "invalid": len(v.invalid),
             "keys": dict(sorted(v.keys.items())),
         }
 
-    # ---- anti-entropy and stake ----------------------------------------------------------------
-
-    def peer_appeared(self) -> None:
-        """A new peer: catch up with it soon."""
-        self._sync_wanted.set()
-
-    async def sync_with(self, peer: str) -> int:
-        """Fetch from `peer` the records we lack; returns how many were new."""
-        payload = json.dumps({"have": sorted(self.ledger.ids())}).encode()
-        try:
-            reply = await self.agent.nc.request(f"{subjects.LEDGER_SYNC_PREFIX}.{peer}", payload, timeout=2.0)
-            records = json.loads(reply.data).get("records", [])
-        except Exception:
-            return 0
-        added = 0
-        for obj in records:
-            with contextlib.suppress(ValueError, ValidationError):
-                added += self.ledger.add(parse_record(obj)) != "duplicate"
-        return added
+    # ---- outbox and stake --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Sync with every peer now and then, and publish our stake once we know our balance."""
+        """Follow the stream, re-send the outbox, and publish our stake once we know our balance."""
         staked = False
         while not self._stopping:
-            await wait_event(self._sync_wanted, self.agent.settings.ledger_sync_s)
-            self._sync_wanted.clear()
-            if self._stopping:
-                return
-            for peer in [p.beat.name for p in self.agent.peers.alive()]:
-                await self.sync_with(peer)
-            if not staked:
-                staked = await self._publish_stake()
+            if await self._follow():
+                for record in self.ledger.held():
+                    if not await self._send(record):
+                        break
+                if not staked:
+                    staked = await self._publish_stake()
+            await wait_event(self._wake, 2.0)
+            self._wake.clear()
 
     async def _publish_stake(self) -> bool:
         want = self.agent.settings.stake
@@ -176,14 +240,85 @@ class Credits:
             return True
         s = Stake(provider=self.agent.name, key=self.identity.public_key, amount=want, ts_ms=now_ms())
         s = s.signed(self.identity)
-        outcome = self.ledger.add(s)
-        if outcome != "added":
-            log.warning("stake.refused", provider=self.agent.name, amount=want, why=outcome)
+        if want > self.ledger.view.balances.get(self.agent.name, INITIAL_GRANT) + 1e-9:
+            log.warning("stake.refused", provider=self.agent.name, amount=want, why="stake exceeds balance")
             return True
-        await self.agent.nc.publish(subjects.LEDGER_RECEIPT, s.model_dump_json().encode())
+        await self.publish(s)
         return True
 
     def close(self) -> None:
         """Close the ledger's database and give the data directory up (idempotent)."""
         self.ledger.close()
         self._lock.release()
+
+
+async def load_checkpoint(nc: Any, quorum: int) -> dict[str, Any] | None:
+    """The newest checkpoint state `quorum` distinct providers signed, checked against its digest and
+    against the signers' keys it binds; None when there is none."""
+    js = jetstream(nc)
+    votes: list[CheckpointVote] = []
+    try:
+        sub = await js.subscribe(
+            f"{subjects.LEDGER_CHECKPOINT_PREFIX}.*",
+            stream=subjects.CHECKPOINT_STREAM,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        )
+        info = await js.stream_info(subjects.CHECKPOINT_STREAM)
+        if info.state.messages:
+            while True:
+                msg = await sub.next_msg(timeout=2.0)
+                with contextlib.suppress(ValidationError, ValueError):
+                    votes.append(CheckpointVote.model_validate_json(msg.data))
+                if msg.metadata.num_pending == 0:
+                    break
+        await sub.unsubscribe()
+    except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as e:
+        log.info("checkpoint.unavailable", error=repr(e))
+        return None
+    chosen = choose(votes, quorum)
+    if chosen is None:
+        return None
+    seq, d = chosen
+    try:
+        raw = await js.get_last_msg(
+            subjects.CHECKPOINT_STREAM, f"{subjects.LEDGER_STATE_PREFIX}.{d}", direct=True
+        )
+    except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as e:
+        log.info("checkpoint.state_missing", seq=seq, error=repr(e))
+        return None
+    data = raw.data or b""
+    if digest(data) != d:
+        log.warning("checkpoint.state_corrupt", seq=seq)
+        return None
+    state: dict[str, Any] = json.loads(data)
+    keys = state.get("keys", {})
+    signers = {v.signer for v in votes if (v.seq, v.digest) == chosen and keys.get(v.signer) == v.key}
+    if int(state.get("seq", -1)) != seq or len(signers) < max(1, quorum):
+        log.warning("checkpoint.signers_not_bound", seq=seq)
+        return None
+    return state
+
+
+async def read_ledger(nc: Any, wait_s: float = 5.0) -> list[Record]:
+    """Every record in the ledger stream, in stream order (tools and benchmarks; agents fold as they go)."""
+    js = jetstream(nc)
+    info = await js.stream_info(subjects.LEDGER_STREAM)
+    out: list[Record] = []
+    if not info.state.messages:
+        return out
+    sub = await js.subscribe(
+        subjects.LEDGER_RECEIPT,
+        stream=subjects.LEDGER_STREAM,
+        ordered_consumer=True,
+        pending_msgs_limit=1 << 20,
+    )
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=wait_s)
+            with contextlib.suppress(ValueError, ValidationError):
+                out.append(parse_record(json.loads(msg.data)))
+            if msg.metadata.num_pending == 0:
+                return out
+    finally:
+        await sub.unsubscribe()

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 JUDGE_PREFIX = "llm.duel.judge"
-VERDICT_SUBJECT = "llm.duel.verdict"
 DUEL_TIMEOUT_S = 60.0
 SUSPECT_BAD_RATE = 0.05  # a server losing this share of its duels or more is dueled at the full rate
 PROVEN_UNCERTAINTY = 0.1  # below this (about 18 recent verdicts without losses) a server is proven
@@ -76,9 +75,8 @@ class Duels:
         self.judge_fn: JudgeFn = honest_judge
 
     async def subscribe(self) -> None:
-        """Judge requests addressed to us, and verdicts for the ledger."""
+        """Judge requests addressed to us."""
         await self.agent.nc.subscribe(judge_subject(self.agent.name), cb=self._on_judge)
-        await self.agent.nc.subscribe(VERDICT_SUBJECT, cb=self.agent.credits.on_record)
 
     def rate_for(self, server: str) -> float:
         """Adaptive duel rate for an answer `server` gave: high while little is known about it or it
@@ -200,7 +198,6 @@ class Duels:
         except (TimeoutError, nats.errors.Error, ValidationError) as exc:
             log.info("duel.no_verdict", provider=agent.name, judge=judge_name, error=repr(exc))
             return None
-        agent.credits.ledger.add(verdict)
         log.info("duel.verdict", provider=agent.name, judge=judge_name, a=ask["a"], won=verdict.winner)
         return verdict
 
@@ -238,8 +235,7 @@ class Duels:
             ts_ms=now_ms(),
         ).signed(agent.credits.identity)
         self.judged += 1
-        agent.credits.ledger.add(verdict)
         data = verdict.model_dump_json().encode()
-        await agent.nc.publish(VERDICT_SUBJECT, data)
+        await agent.credits.publish(verdict)
         if msg.reply:
             await agent.nc.publish(msg.reply, data)

@@ -89,7 +89,12 @@ class ProviderSettings(WWWServeSettings):
     )
     stake: float = Field(0.0, ge=0, description="credits to lock as stake (peers prefer staked providers)")
     serve_without_credit: bool = Field(True, description="serve peers' requests even when they lack credit")
-    ledger_sync_s: float = Field(10.0, gt=0, description="seconds between ledger anti-entropy rounds")
+    checkpoint_every: int = Field(
+        10_000, ge=0, description="sign a ledger checkpoint every this many stream records (0: never)"
+    )
+    checkpoint_quorum: int = Field(
+        2, ge=1, description="distinct signers a newcomer needs to start from a checkpoint"
+    )
     scheduler: str | None = Field(None, description="centralized reference only: scheduler name")
 
     @field_validator("name")

@@ -27,6 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats
+
+from wwwserve.agent.credits import read_ledger
 from wwwserve.agent.duels import honest_judge
 from wwwserve.agent.judging import Judgement
 from wwwserve.client import Client
@@ -99,7 +102,7 @@ def _duels_until(run: _Run, holds: Callable[[dict[str, float]], bool]) -> int | 
 
 
 def _verdicts_until_weight_lost(view_records: list[Any], judge: str) -> int | None:
-    """Replay the ledger in canonical order: the judge's verdict count when its weight fell for good."""
+    """Replay the ledger stream: the judge's verdict count when its weight fell for good."""
     view = LedgerView()
     lost_at: int | None = None
     for r in view_records:
@@ -118,9 +121,7 @@ def _verdicts_until_weight_lost(view_records: list[Any], judge: str) -> int | No
 async def _scenario(
     corrupt: float, liar: bool, requests: int, duel_rate: float, duel_rate_min: float
 ) -> tuple[_Run, dict[str, Any]]:
-    honest: dict[str, Any] = dict(
-        engine="sim", model=[MODEL], stake=200.0, ledger_sync_s=1.0, max_concurrency=8
-    )
+    honest: dict[str, Any] = dict(engine="sim", model=[MODEL], stake=200.0, max_concurrency=8)
     run = _Run()
     async with LocalNetwork() as net:
         origin = await net.add_provider(
@@ -129,7 +130,6 @@ async def _scenario(
             model=[MODEL],
             duel_rate=duel_rate,
             duel_rate_min=duel_rate_min,
-            ledger_sync_s=1.0,
             max_concurrency=1,
             max_queue=0,
             engine_opt={"decode_tpot_ms": "200"},
@@ -163,14 +163,13 @@ async def _scenario(
                 )
                 run.served.append([r.provider for r in replies])
                 await _settle(origin)
-        records = sorted(origin.agent.credits.ledger.records(), key=lambda r: (r.ts_ms, r.id))
         view = origin.agent.credits.ledger.view
         detail: dict[str, Any] = {
             "corrupt": corrupt,
             "user_requests": requests,
             "duels": origin.agent.duels.started,
             "panels": origin.agent.duels.panels,
-            "verdicts": sum(1 for r in records if isinstance(r, Verdict)),
+            "verdicts": sum(j.verdicts for j in view.evidence.judges.values()),
             "quality": {n: round(view.evidence.quality(n), 4) for n in [*names, CHEATER]},
             "judge_weight": {n: round(view.evidence.judge_weight(n), 3) for n in [*names, CHEATER]},
             "served": {h.name: h.agent.stats.served for h in providers},
@@ -183,6 +182,9 @@ async def _scenario(
             "cheater_served_with_duels": sum(batch.count(CHEATER) for batch in run.served),
         }
         if liar:
+            nc = await nats.connect(net.hub_url)
+            records = await read_ledger(nc)
+            await nc.close()
             detail["liar_verdicts"] = sum(1 for r in records if isinstance(r, Verdict) and r.judge == LIAR)
             detail["liar_weight_lost_after"] = _verdicts_until_weight_lost(records, LIAR)
     return run, detail

@@ -9,6 +9,12 @@ Rules (docs/credits.md):
   receipt that would overdraw is invalid, so an origin cannot spend the same credits twice.
 - A stake record sets its owner's locked amount; it is valid when the owner's balance covers it.
 - Credits only move from origin to server; the total is grants x identities.
+
+Agents fold the ledger stream in the hubs' order (`apply`, one record after the other: every reader
+of the same stream agrees); `compute` folds a set in canonical order (tests, tools). A record id is
+counted once: the stream deduplicates re-publications within its window, and the fold remembers the
+ids of the last `DEDUP_WINDOW_MS` (by record time) and refuses records older than that window as
+stale, so the state needed to deduplicate stays bounded however long the ledger grows.
 """
 
 from __future__ import annotations
@@ -39,8 +45,12 @@ class LedgerView:
     reputation: dict[str, float] = field(default_factory=dict)  # Elo from duel verdicts
     evidence: Evidence = field(default_factory=Evidence)  # bad-answer rates and judges' weights
     routing: dict[str, float] = field(default_factory=dict)  # routing_factor by name, until the next record
-    valid: list[str] = field(default_factory=list)
-    invalid: dict[str, str] = field(default_factory=dict)  # record id -> why
+    valid: list[str] = field(default_factory=list)  # valid record ids within the dedupe window
+    invalid: dict[str, str] = field(default_factory=dict)  # record id -> why (within the window)
+    receipts: int = 0  # valid receipts ever
+    recent: dict[str, int] = field(default_factory=dict)  # id -> ts_ms of records within the window
+    max_ts: int = 0  # newest record time seen
+    pruned_at: int = 0  # max_ts when `recent` was last pruned
 
     def spendable(self, name: str) -> float:
         """Balance not locked in stake."""
@@ -71,11 +81,40 @@ def compute(records: Iterable[Record], signatures_checked: bool = False) -> Ledg
     return view
 
 
+DEDUP_WINDOW_MS = 600_000  # = the ledger stream's duplicate window
+
+
+def _remember(view: LedgerView, r: Record) -> bool:
+    """Note `r`'s id; False when it was counted already or is older than the dedupe window."""
+    if r.id in view.recent:
+        return False
+    if r.ts_ms + DEDUP_WINDOW_MS < view.max_ts:
+        view.invalid[r.id] = "stale: older than the dedupe window"
+        return False
+    view.recent[r.id] = r.ts_ms
+    if r.ts_ms > view.max_ts:
+        view.max_ts = r.ts_ms
+        if view.max_ts - view.pruned_at > DEDUP_WINDOW_MS // 10:
+            _prune(view)
+    return True
+
+
+def _prune(view: LedgerView) -> None:
+    """Forget ids (and their valid/invalid notes) older than the window: they can only come back stale."""
+    cutoff = view.max_ts - DEDUP_WINDOW_MS
+    view.pruned_at = view.max_ts
+    view.recent = {i: t for i, t in view.recent.items() if t >= cutoff}
+    view.valid = [i for i in view.valid if i in view.recent]
+    view.invalid = {i: why for i, why in view.invalid.items() if i in view.recent}
+
+
 def apply(view: LedgerView, r: Record, signature_checked: bool = False) -> None:
-    """Apply one record after every record that sorts before it (the fold step of `compute`)."""
+    """Apply one record after every record before it (in the stream, or in canonical order)."""
     view.routing.clear()
     if not signature_checked and not r.signatures_valid():
-        view.invalid[r.id] = "bad signature"
+        view.invalid[r.id] = "bad signature"  # not remembered: a forgery cannot block the real record
+        return
+    if not _remember(view, r):
         return
     parties = _parties(r)
     if any(name in view.keys and view.keys[name] != key for name, key in parties):
@@ -94,6 +133,7 @@ def apply(view: LedgerView, r: Record, signature_checked: bool = False) -> None:
             return
         view.balances[r.origin] = round(view.balances[r.origin] - r.amount, 6)
         view.balances[r.server] = round(view.balances[r.server] + r.amount, 6)
+        view.receipts += 1
     elif isinstance(r, Verdict):
         if r.judge in (r.a, r.b) or r.a == r.b:
             view.invalid[r.id] = "a judge cannot judge its own duel"

@@ -10,7 +10,6 @@ REQUEST_PREFIX = "llm.request"
 DIRECT_PREFIX = "llm.direct"
 HEARTBEAT_PREFIX = "llm.heartbeat"
 LEDGER_RECEIPT = "llm.ledger.receipt"
-LEDGER_SYNC_PREFIX = "llm.ledger.sync"
 DUEL_PREFIX = "llm.duel"
 CANCEL_PREFIX = "llm.cancel"
 HEARTBEAT_SHARDS = 64  # a model's beats are spread over this many subjects: a listener can hear a sample
