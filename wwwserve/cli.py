@@ -188,6 +188,18 @@ def bench(
         bool,
         typer.Option("--decision", help="time one dispatch decision at 10, 100 and 1,000 peers"),
     ] = False,
+    swarm: Annotated[
+        int,
+        typer.Option(
+            "--swarm",
+            help="N real agents on one hub under steady load, then a newcomer's catch-up on 10^6 receipts",
+        ),
+    ] = 0,
+    swarm_seconds: Annotated[float, typer.Option(help="--swarm: seconds of steady load")] = 20.0,
+    swarm_rate: Annotated[float, typer.Option(help="--swarm: requests per second")] = 40.0,
+    receipts: Annotated[
+        int, typer.Option(help="--swarm: receipts in the catch-up ledger (0: skip)")
+    ] = 1_000_000,
     concurrency: Annotated[int, typer.Option(help="--gateway: streams in flight")] = 64,
     requests: Annotated[int, typer.Option(help="--gateway: requests per path")] = 640,
 ) -> None:
@@ -196,6 +208,12 @@ def bench(
         from wwwserve.bench.calibration import run_sim_bench
 
         res = asyncio.run(run_sim_bench())
+        typer.echo(json.dumps(res) if json_out else json.dumps(res, indent=2))
+        return
+    if swarm:
+        from wwwserve.bench.swarm import run_swarm
+
+        res = asyncio.run(run_swarm(swarm, seconds=swarm_seconds, rate=swarm_rate, receipts=receipts))
         typer.echo(json.dumps(res) if json_out else json.dumps(res, indent=2))
         return
     if decision:

@@ -296,6 +296,7 @@ class Agent:
             self.log.info("request.cancelled", request_id=request_id)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
+        self.stats.beats_heard += 1
         try:
             beat = Heartbeat.model_validate_json(msg.data)
         except ValueError:

@@ -62,6 +62,7 @@ class Credits:
         self._wake = asyncio.Event()
         self._stopping = False
         self._sub: Subscription | None = None
+        self.checkpoint_seq = 0  # the checkpoint this ledger started from (0: replayed from the start)
 
     def stop(self) -> None:
         """End `run` at its next step (a flag, not a cancel: 3.11 can lose a cancel inside nats-py)."""
@@ -196,6 +197,7 @@ class Credits:
         loaded = await load_checkpoint(self.agent.nc, self.agent.settings.checkpoint_quorum)
         if loaded is not None:
             self.ledger.restore(loaded)
+            self.checkpoint_seq = int(loaded["seq"])
             log.info(
                 "ledger.checkpoint_loaded",
                 provider=self.agent.name,

@@ -258,10 +258,12 @@ class Dispatcher:
         tried: set[str] = {routing.origin} if routing.hops > 0 else set()  # never bounce back
         probes = checkpoints(block_hashes(prompt_text(req)))  # the prefix's advertised blocks
         while True:
+            t0 = time.perf_counter_ns()
             info = self._request_info(req, model, routing)
             decision = agent.policy.decide(
                 info, self.own_state(probes), self.peer_states(model, tried, probes), agent.rng
             )
+            agent.stats.decision_us.append((time.perf_counter_ns() - t0) / 1000.0)
             if isinstance(decision, Accept):
                 await self._serve(req, model, routing, writer, received)
                 return

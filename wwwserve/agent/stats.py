@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -30,6 +31,8 @@ class ServingStats:
     served: int = 0
     failed: int = 0
     forwarded: int = 0
+    beats_heard: int = 0  # heartbeats received (the budget in agent/beats.py is about this)
+    decision_us: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # recent decisions
 
     @classmethod
     def new(cls) -> ServingStats:

@@ -54,6 +54,7 @@ def checkpoint_stream_config(replicas: int) -> StreamConfig:
         max_msgs_per_subject=1,
         max_age=CHECKPOINT_STATE_MAX_AGE_S,
         duplicate_window=120.0,
+        allow_direct=True,  # a newcomer fetches a state by its subject (direct get, any replica)
     )
 
 

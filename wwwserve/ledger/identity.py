@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,18 @@ class Identity:
     @property
     def public_key(self) -> str:
         """The public key, nkeys-encoded."""
-        return str(nkeys.from_seed(bytearray(self.seed)).public_key.decode())
+        return _keys(self.seed)[1]
 
     def sign(self, data: bytes) -> str:
         """A base64 Ed25519 signature of `data`."""
-        return base64.b64encode(nkeys.from_seed(bytearray(self.seed)).sign(data)).decode()
+        return base64.b64encode(_keys(self.seed)[0].sign(data).signature).decode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _keys(seed: bytes) -> tuple[nacl.signing.SigningKey, str]:
+    """The signing key and encoded public key of a seed (decoding a seed costs more than signing)."""
+    pair = nkeys.from_seed(bytearray(seed))
+    return nacl.signing.SigningKey(pair._keys.encode()), str(pair.public_key.decode())
 
 
 def load_or_create(data_dir: Path, name: str) -> Identity:
@@ -60,6 +68,12 @@ def new_identity(name: str) -> Identity:
     return Identity(name, bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)))
 
 
+@functools.lru_cache(maxsize=65536)
+def _verify_key(public_key: str) -> nacl.signing.VerifyKey:
+    """The verifying key of an encoded public key (cached: every record of a peer names the same key)."""
+    return nacl.signing.VerifyKey(_raw_public_key(public_key))
+
+
 def _raw_public_key(public_key: str) -> bytes:
     """The 32 key bytes of an nkeys user public key, checking prefix and CRC."""
     text = public_key.encode()
@@ -74,7 +88,7 @@ def _raw_public_key(public_key: str) -> bytes:
 def verify(public_key: str, data: bytes, signature: str) -> bool:
     """Whether `signature` (base64) is `public_key`'s signature of `data`."""
     try:
-        nacl.signing.VerifyKey(_raw_public_key(public_key)).verify(data, base64.b64decode(signature))
+        _verify_key(public_key).verify(data, base64.b64decode(signature))
         return True
     except (ValueError, TypeError, nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
         return False
