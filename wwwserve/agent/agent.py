@@ -22,7 +22,7 @@ from wwwserve import PROTOCOL_VERSION
 from wwwserve.agent.admission import Slots
 from wwwserve.agent.beats import BeatScope
 from wwwserve.agent.credits import Credits
-from wwwserve.agent.dispatch import Dispatcher
+from wwwserve.agent.dispatch import Dispatcher, peer_state
 from wwwserve.agent.duels import Duels
 from wwwserve.agent.metrics import AgentMetrics
 from wwwserve.agent.peers import PeerTable
@@ -306,7 +306,9 @@ class Agent:
             self.peers.remove(beat.name)
             return
         is_new = beat.name != self.name and not self.peers.knows(beat.name)
-        self.peers.update(beat)
+        peer = self.peers.update(beat)
+        if peer is not None:  # the policy's view of it, built now rather than on a request's path
+            peer_state(peer, self.credits.ledger.view, None)
         if is_new:
             self._changed.set()
 
@@ -391,6 +393,8 @@ class Agent:
         while not self._draining:
             self._changed.clear()
             self._check_health()
+            for model in self.models.values():
+                self.peers.serving(model)  # rebuild the candidate view off the request path
             if self.beats is not None and time.monotonic() - resized >= 2.0:
                 resized = time.monotonic()
                 heard = self._heard()

@@ -6,6 +6,7 @@ import random
 import time
 from dataclasses import dataclass
 
+from wwwserve.policies.base import PeerState
 from wwwserve.protocol.messages import Heartbeat
 from wwwserve.protocol.prefix import PrefixFilter
 
@@ -18,6 +19,8 @@ class Peer:
     received: float  # time.monotonic() at arrival
     sent_since_beat: int = 0  # requests we forwarded to it after this heartbeat
     prefix_filter: PrefixFilter | None = None  # what its prefix cache holds, decoded from the heartbeat
+    state: PeerState | None = None  # the policy's view of this beat (agent/dispatch.py), reused per request
+    state_version: int = -1  # the ledger version `state`'s stake and reputation come from
 
     def age_s(self, now: float | None = None) -> float:
         """Seconds since this peer last spoke."""
@@ -59,17 +62,18 @@ class PeerTable:
         self._last_heard = time.monotonic()
         self._views: dict[str, tuple[float, list[str]]] = {}  # model -> (built at, candidate names)
 
-    def update(self, beat: Heartbeat) -> None:
-        """Take a heartbeat; a newer one resets what we sent since the last."""
+    def update(self, beat: Heartbeat) -> Peer | None:
+        """Take a heartbeat; a newer one resets what we sent since the last. Returns the new entry."""
         now = time.monotonic()
         self._last_heard = now
         if beat.name == self.own_name:
-            return
+            return None
         old = self._peers.get(beat.name)
         if old is not None and beat.seq and old.beat.seq > beat.seq and old.beat.ts_ms >= beat.ts_ms:
-            return  # out of order
-        self._peers[beat.name] = Peer(beat, now, prefix_filter=PrefixFilter.decode(beat.prefix_filter))
+            return None  # out of order
+        peer = self._peers[beat.name] = Peer(beat, now, prefix_filter=PrefixFilter.decode(beat.prefix_filter))
         self._suspended.discard(beat.name)
+        return peer
 
     def _expired(self, peer: Peer, now: float) -> bool:
         return peer.age_s(now) > self.expiry_s and now - self._last_heard <= self.expiry_s
@@ -117,17 +121,19 @@ class PeerTable:
             and not self._expired(p, now)
         )
 
-    def serving(self, model: str) -> list[Peer]:
+    def serving(self, model: str, now: float | None = None, max_age_s: float | None = None) -> list[Peer]:
         """Alive, healthy, not suspended peers that serve `model`: all of them up to `view_size`, else a
         bounded view of that many candidates, so a decision costs O(view_size) whatever the network's size.
 
-        The view (rebuilt every `refresh_s`) holds the half with the most free room by their last
-        heartbeat (room x prefill speed) and a random sample of the rest, so load spreads and every peer
-        is looked at now and then.
+        The view holds the half with the most free room by their last heartbeat (room x prefill speed)
+        and a random sample of the rest, so load spreads and every peer is looked at now and then. It
+        is rebuilt when older than `max_age_s` (default `refresh_s`): the agent's heartbeat loop
+        rebuilds it every `refresh_s`, and requests accept one twice that old, so the sort stays off the
+        request path.
         """
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         built = self._views.get(model)
-        if built is not None and now - built[0] < self.refresh_s:
+        if built is not None and now - built[0] < (self.refresh_s if max_age_s is None else max_age_s):
             picked = (self._peers.get(n) for n in built[1])
             return [p for p in picked if p is not None and self._usable(p, model, now)]
         usable = [p for p in self.alive() if self._usable(p, model, now)]

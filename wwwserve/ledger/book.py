@@ -45,6 +45,7 @@ class LedgerView:
     reputation: dict[str, float] = field(default_factory=dict)  # Elo from duel verdicts
     evidence: Evidence = field(default_factory=Evidence)  # bad-answer rates and judges' weights
     routing: dict[str, float] = field(default_factory=dict)  # routing_factor by name, until the next record
+    version: int = 0  # records applied: what was derived from an older version is stale
     valid: list[str] = field(default_factory=list)  # valid record ids within the dedupe window
     invalid: dict[str, str] = field(default_factory=dict)  # record id -> why (within the window)
     receipts: int = 0  # valid receipts ever
@@ -111,6 +112,7 @@ def _prune(view: LedgerView) -> None:
 def apply(view: LedgerView, r: Record, signature_checked: bool = False) -> None:
     """Apply one record after every record before it (in the stream, or in canonical order)."""
     view.routing.clear()
+    view.version += 1
     if not signature_checked and not r.signatures_valid():
         view.invalid[r.id] = "bad signature"  # not remembered: a forgery cannot block the real record
         return
