@@ -13,12 +13,14 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats
 import pytest
 
 from tests.fake_openai import StallableServer
 from tests.load import SteadyLoad
 from tests.netcut import CuttableLink
 from tests.test_processes import start_provider, wait_for_provider
+from wwwserve.agent.credits import read_ledger
 from wwwserve.broker.process import free_port
 from wwwserve.client import Client
 from wwwserve.topology import LocalNetwork
@@ -51,8 +53,8 @@ async def run_with_fault(
 
 
 @pytest.fixture
-async def two_hubs() -> AsyncIterator[LocalNetwork]:
-    async with LocalNetwork(n_hubs=2) as network:
+async def three_hubs() -> AsyncIterator[LocalNetwork]:
+    async with LocalNetwork(n_hubs=3) as network:  # three: JetStream keeps a quorum with one gone
         yield network
 
 
@@ -78,21 +80,45 @@ async def test_a_provider_sigkilled_while_streaming(net: LocalNetwork, tmp_path:
     assert any(o.detail == "victim" for o in load.outcomes), "the victim should have served before dying"
 
 
-async def test_b_one_of_two_clustered_hubs_sigkilled(two_hubs: LocalNetwork) -> None:
+async def test_b_one_of_three_clustered_hubs_sigkilled(three_hubs: LocalNetwork) -> None:
+    """No request lost, and no ledger record: receipts signed before and after the kill all end in
+    the replicated stream (an origin keeps each in its outbox until the stream acknowledged it)."""
+    net = three_hubs
     for name in ("p1", "p2"):
-        await two_hubs.add_provider(name, engine="sim", model=[MODEL], engine_opt=SIM)
-    clients = await clients_for(two_hubs.hub_urls)
+        await net.add_provider(
+            name, engine="sim", model=[MODEL], engine_opt=SIM, price=0.001, max_concurrency=2
+        )
+    clients = await clients_for(net.hub_urls)
     load = SteadyLoad(clients, MODEL)
 
     async def kill() -> None:
-        two_hubs.hubs[0].kill()
+        net.hubs[0].kill()
 
     counts, recovery = await run_with_fault(load, kill, after_s=6.0)
     for c in clients:
         await c.close()
-    report("one of two clustered hubs SIGKILLed", counts, recovery)
+    report("one of three clustered hubs SIGKILLed", counts, recovery)
     assert counts["lost"] == 0, counts
     assert counts["served"] > counts["sent"] * 0.8 and recovery is not None
+    agents = [h.agent for h in net.providers.values()]
+    signed = sum(a.credits.signed for a in agents)
+    nc = await nats.connect(net.hubs[1].url)
+    stored: list[object] = []
+    for _ in range(200):  # outboxes drain and every agent folds the whole stream
+        try:
+            stored = list(await read_ledger(nc))
+        except (nats.errors.Error, TimeoutError):  # a stream leader being elected after the kill
+            await asyncio.sleep(0.2)
+            continue
+        if not any(a.credits.ledger.held() for a in agents) and all(
+            a.credits.ledger.view.receipts == len(stored) for a in agents
+        ):
+            break
+        await asyncio.sleep(0.1)
+    await nc.close()
+    assert signed > 0 and len(stored) == signed, (signed, len(stored))
+    assert not any(a.credits.ledger.held() for a in agents)
+    assert all(a.credits.ledger.view.receipts == len(stored) for a in agents)
 
 
 async def test_c_provider_leaf_cut_off_from_the_hub_and_restored(net: LocalNetwork) -> None:

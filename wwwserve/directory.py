@@ -121,6 +121,15 @@ class Directory:
                 await sub.unsubscribe()
 
 
+async def directory_size(nc: NATS) -> int:
+    """How many providers the directory lists (0 when it cannot be read): sizes a newcomer's scope."""
+    try:
+        info = await jetstream(nc).stream_info(_STREAM)
+    except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
+        return 0
+    return int(info.state.messages)
+
+
 async def read_directory(nc: NATS, wait_s: float = 2.0) -> list[Heartbeat] | None:
     """The directory's entries now, sorted by name; None when JetStream cannot be reached."""
     d = Directory(nc)

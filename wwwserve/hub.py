@@ -105,7 +105,9 @@ async def run_hub(settings: HubSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    internal = ("_wwwserve_hub", secrets.token_urlsafe(24))  # new each start, never written but in the config
+    # with users configured, the hub's own setup logs in as a user made for it at each start
+    secured = bool(settings.provider_users or settings.client_users or settings.ops_users)
+    internal = ("_wwwserve_hub", secrets.token_urlsafe(24)) if secured else None
     server = NatsServer(
         settings.config(internal).render(),
         port=settings.port,

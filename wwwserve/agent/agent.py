@@ -31,7 +31,7 @@ from wwwserve.agent.service import register_service
 from wwwserve.agent.settings import ProviderSettings
 from wwwserve.agent.stats import ServingStats
 from wwwserve.broker.streams import ensure_streams
-from wwwserve.directory import REFRESH_S, publish_entry
+from wwwserve.directory import REFRESH_S, directory_size, publish_entry
 from wwwserve.engines.base import Engine, EngineLoad
 from wwwserve.logs import connection_callbacks
 from wwwserve.policies.base import Policy
@@ -84,6 +84,7 @@ class Agent:
         self._membership_lock = asyncio.Lock()
         self._draining = False
         self._beat_seq = 0
+        self._keepalive = settings.heartbeat_interval_s
         self.beats: BeatScope | None = None
         self._listed: tuple[bool, bool] | None = None  # (accepting, healthy) in our directory entry
         self._listed_at = 0.0
@@ -180,7 +181,7 @@ class Agent:
             budget=self.settings.heartbeat_budget,
             rng=self.rng,
         )
-        await self.beats.start()
+        await self.beats.start(await directory_size(self.nc))
         self._other_subs.append(
             await self.nc.subscribe(subjects.cancel_subject(self.name), cb=self._on_cancel)
         )
@@ -350,6 +351,7 @@ class Agent:
             version=PROTOCOL_VERSION,
             seq=self._beat_seq,
             ts_ms=now_ms(),
+            interval_s=round(self._keepalive, 2),
         )
 
     async def _publish_heartbeat(self, goodbye: bool = False) -> None:
@@ -360,11 +362,8 @@ class Agent:
         body = json.dumps(beat.model_dump()).encode()
         with contextlib.suppress(Exception):
             for model in self.models.values():
-                await self.nc.publish(
-                    subjects.heartbeat_subject(self.name, model),
-                    body,
-                    headers={"Content-Type": "application/json"},
-                )
+                # no headers: a message with headers costs every listener a header parse (JSON is plain)
+                await self.nc.publish(subjects.heartbeat_subject(self.name, model), body)
         listed = (beat.accepting, beat.healthy)
         due = listed != self._listed or time.monotonic() - self._listed_at >= REFRESH_S
         if goodbye:
@@ -399,10 +398,12 @@ class Agent:
                 resized = time.monotonic()
                 heard = self._heard()
                 await self.beats.adjust(heard)
-                min_gap = self.beats.min_gap(len(self.peers.alive()), interval)
+                n = len(self.peers.alive())
+                min_gap = self.beats.min_gap(n, interval)
+                self._keepalive = self.beats.keepalive(n, interval)
             gap = time.monotonic() - last
             if gap < min_gap:
                 await asyncio.sleep(min_gap - gap)
             await self._publish_heartbeat()
             last = time.monotonic()
-            await wait_event(self._changed, interval)
+            await wait_event(self._changed, self._keepalive)

@@ -23,6 +23,7 @@ from nats.aio.subscription import Subscription
 from wwwserve.protocol import subjects
 
 ALL = None  # the whole model (one wildcard subscription)
+IDLE_SHARE_INV = 10.0  # an idle network uses at most 1/10 of the per-agent heartbeat budget
 ROTATE_S = 30.0
 _SHARDS = subjects.HEARTBEAT_SHARDS
 
@@ -59,10 +60,12 @@ class BeatScope:
         self._subs: dict[str, dict[int | None, Subscription]] = {t: {} for t in model_tokens}
         self._rotated = time.monotonic()
 
-    async def start(self) -> None:
-        """Hear every shard of each served model (resized by `adjust` once peers are heard)."""
+    async def start(self, providers: int = 0) -> None:
+        """Hear each served model's shards: all of them, or, when the directory lists `providers`
+        already, as many as that size asks for (resized by `adjust` once peers are heard)."""
+        want = shards_wanted(providers, _SHARDS, self.listen_target)
         for tok in self._tokens:
-            await self._resubscribe(tok, {ALL})
+            await self._resubscribe(tok, {ALL} if want >= _SHARDS else self._pick(want, set()))
 
     def listening(self, tok: str) -> int:
         """Shards of `tok` heard now."""
@@ -72,6 +75,11 @@ class BeatScope:
     def min_gap(self, heard: int, interval: float) -> float:
         """Shortest time between two of our beats: listeners each hear ~`heard` providers like us."""
         return min(interval, max(0.05, heard / self.budget))
+
+    def keepalive(self, heard: int, interval: float) -> float:
+        """Longest time between two beats: `interval`, stretched (up to 5x) so that an idle network
+        costs each agent at most a tenth of its budget; changes still go out after `min_gap`."""
+        return min(5.0 * interval, max(interval, heard * IDLE_SHARE_INV / self.budget))
 
     async def adjust(self, heard: dict[str, int]) -> None:
         """Resize each model's shard set to what `heard` (providers heard per model token) asks for."""

@@ -62,6 +62,7 @@ class Credits:
         self._wake = asyncio.Event()
         self._stopping = False
         self._sub: Subscription | None = None
+        self.signed = 0  # records this agent signed and handed to the stream
         self.checkpoint_seq = 0  # the checkpoint this ledger started from (0: replayed from the start)
 
     def stop(self) -> None:
@@ -109,6 +110,7 @@ class Credits:
     async def publish(self, record: Record) -> bool:
         """Hand a record we signed to the ledger stream; kept in the outbox until the stream has it."""
         self.ledger.hold(record)
+        self.signed += 1
         return await self._send(record)
 
     async def _send(self, record: Record) -> bool:
@@ -276,7 +278,7 @@ async def load_checkpoint(nc: Any, quorum: int) -> dict[str, Any] | None:
                     break
         await sub.unsubscribe()
     except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as e:
-        log.info("checkpoint.unavailable", error=repr(e))
+        log.debug("checkpoint.unavailable", error=repr(e))
         return None
     chosen = choose(votes, quorum)
     if chosen is None:

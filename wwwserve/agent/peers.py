@@ -71,12 +71,18 @@ class PeerTable:
         old = self._peers.get(beat.name)
         if old is not None and beat.seq and old.beat.seq > beat.seq and old.beat.ts_ms >= beat.ts_ms:
             return None  # out of order
-        peer = self._peers[beat.name] = Peer(beat, now, prefix_filter=PrefixFilter.decode(beat.prefix_filter))
+        if old is not None and old.beat.prefix_filter == beat.prefix_filter:
+            decoded = old.prefix_filter  # unchanged since the last beat: no need to decode it again
+        else:
+            decoded = PrefixFilter.decode(beat.prefix_filter)
+        peer = self._peers[beat.name] = Peer(beat, now, prefix_filter=decoded)
         self._suspended.discard(beat.name)
         return peer
 
     def _expired(self, peer: Peer, now: float) -> bool:
-        return peer.age_s(now) > self.expiry_s and now - self._last_heard <= self.expiry_s
+        # a peer that beats less often (a big network) is given three of its own intervals
+        expiry = max(self.expiry_s, 3.0 * peer.beat.interval_s)
+        return peer.age_s(now) > expiry and now - self._last_heard <= expiry
 
     def knows(self, name: str) -> bool:
         """Whether `name` is in the table (alive or not yet expired-and-dropped)."""

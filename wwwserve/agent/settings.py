@@ -49,7 +49,7 @@ class ProviderSettings(WWWServeSettings):
     heartbeat_interval_s: float = Field(1.0, gt=0, description="seconds between heartbeats")
     peer_expiry_s: float = Field(3.5, gt=0, description="a peer silent this long leaves the peer table")
     heartbeat_listen: int = Field(
-        40, ge=1, description="providers per model whose beats this agent hears (a sample in big networks)"
+        32, ge=1, description="providers per model whose beats this agent hears (a sample in big networks)"
     )
     heartbeat_budget: float = Field(
         100.0, gt=0, description="heartbeats per second each agent should receive at most (sets beat rate)"

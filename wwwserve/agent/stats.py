@@ -32,7 +32,8 @@ class ServingStats:
     failed: int = 0
     forwarded: int = 0
     beats_heard: int = 0  # heartbeats received (the budget in agent/beats.py is about this)
-    decision_us: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # CPU µs of recent decisions
+    # CPU µs of recent dispatch decisions
+    decision_us: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
 
     @classmethod
     def new(cls) -> ServingStats:

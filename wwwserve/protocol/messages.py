@@ -136,6 +136,7 @@ class Heartbeat(BaseModel):
     version: str = "1"
     seq: int = 0
     ts_ms: int = 0
+    interval_s: float = Field(1.0, description="longest gap until this provider's next beat (keepalive)")
 
 
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}

@@ -72,8 +72,8 @@ class PrefixFilter:
         return all(self.bits[p >> 3] & (1 << (p & 7)) for p in self._positions(h & _MASK64))
 
     def encode(self) -> str:
-        """Base64 text for the JSON heartbeat."""
-        return base64.b64encode(bytes(self.bits)).decode()
+        """Base64 text for the JSON heartbeat ("" for an empty filter: nothing to carry)."""
+        return base64.b64encode(bytes(self.bits)).decode() if any(self.bits) else ""
 
     @classmethod
     def decode(cls, text: str) -> PrefixFilter | None:
