@@ -261,6 +261,7 @@ async def _phase_swarm(
 # ---- phase 2: a newcomer's ledger catch-up ------------------------------------------------------
 
 _PARTIES = 100
+_SPACING_MS = 100  # 10 receipts a second: 10⁶ of them span the last ~28 hours, ending now
 
 
 def _sign_batch(args: tuple[list[bytes], int, int, int]) -> list[bytes]:
@@ -280,7 +281,7 @@ def _sign_batch(args: tuple[list[bytes], int, int, int]) -> list[bytes]:
             server=s.name,
             server_key=s.public_key,
             origin=o.name,
-            ts_ms=ts0 + k,  # a millisecond apart: 10⁶ receipts span ~17 minutes of ledger time
+            ts_ms=ts0 + k * _SPACING_MS,
         )
         out.append(r.signed_by_server(s).countersigned_by(o).model_dump_json().encode())
     return out
@@ -299,7 +300,7 @@ async def _phase_ledger(hub: NatsServer, workdir: Path, receipts: int, every: in
     seq = (await js.stream_info(subjects.LEDGER_STREAM)).state.last_seq
     ids = [new_identity(f"g{i:03d}") for i in range(_PARTIES)]
     seeds = [i.seed for i in ids]
-    ts0 = now_ms()
+    ts0 = max(view.max_ts + 1, now_ms() - receipts * _SPACING_MS)  # never older than what is there
     gen_started = time.monotonic()
     chunk = 20_000
     batches = [(seeds, k, min(chunk, receipts - k), ts0) for k in range(0, receipts, chunk)]
