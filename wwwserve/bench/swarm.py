@@ -300,6 +300,7 @@ async def _phase_ledger(hub: NatsServer, workdir: Path, receipts: int, every: in
     seq = (await js.stream_info(subjects.LEDGER_STREAM)).state.last_seq
     ids = [new_identity(f"g{i:03d}") for i in range(_PARTIES)]
     seeds = [i.seed for i in ids]
+    receipts += every // 2  # the newest checkpoint is then half an interval behind: a tail to replay
     ts0 = max(view.max_ts + 1, now_ms() - receipts * _SPACING_MS)  # never older than what is there
     gen_started = time.monotonic()
     chunk = 20_000

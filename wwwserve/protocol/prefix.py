@@ -17,6 +17,7 @@ characters, so a beat stays within ~2.5 KB.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Iterable
 
@@ -50,6 +51,14 @@ def checkpoints(hashes: list[int]) -> list[int]:
     return hashes[CHECKPOINT - 1 :: CHECKPOINT]
 
 
+@functools.lru_cache(maxsize=65536)
+def _probe_bits(h: int) -> tuple[tuple[int, int], ...]:
+    """(byte, mask) of each of `h`'s bits in a FILTER_BYTES filter, computed once per hash."""
+    m = FILTER_BYTES * 8
+    h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
+    return tuple((p >> 3, 1 << (p & 7)) for p in ((h1 + i * h2) % m for i in range(FILTER_HASHES)))
+
+
 class PrefixFilter:
     """A Bloom filter over block hashes (double hashing from the 64-bit hash itself)."""
 
@@ -69,7 +78,13 @@ class PrefixFilter:
             self.bits[p >> 3] |= 1 << (p & 7)
 
     def __contains__(self, h: int) -> bool:
-        return all(self.bits[p >> 3] & (1 << (p & 7)) for p in self._positions(h & _MASK64))
+        bits = self.bits
+        if len(bits) != FILTER_BYTES:
+            return all(bits[p >> 3] & (1 << (p & 7)) for p in self._positions(h & _MASK64))
+        for i, mask in _probe_bits(h & _MASK64):  # one request probes the same hashes in every peer
+            if not bits[i] & mask:
+                return False
+        return True
 
     def encode(self) -> str:
         """Base64 text for the JSON heartbeat ("" for an empty filter: nothing to carry)."""
