@@ -188,3 +188,19 @@ def test_ledger_persists_across_restarts(tmp_path: object) -> None:
     ledger.close()
     again = Ledger(path)
     assert again.view.balances == {"alice": INITIAL_GRANT + 10, "bob": INITIAL_GRANT - 10}
+
+
+def test_records_of_a_pre_stream_data_directory_go_to_the_outbox(tmp_path: object) -> None:
+    import sqlite3
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "ledger.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE records (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+    r = receipt(0, 1, 5, 1.0, 1, "legacy")
+    old.execute("INSERT INTO records VALUES (?, ?)", (r.id, r.model_dump_json()))
+    old.commit()
+    old.close()
+    ledger = Ledger(path)
+    assert [x.id for x in ledger.held()] == [r.id]
+    ledger.close()

@@ -36,6 +36,7 @@ class Ledger:
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS tail (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+        self._migrate_gossip_records()
         self._db.commit()
         self.view = LedgerView()
         self.applied_seq = 0
@@ -47,6 +48,15 @@ class Ledger:
         for seq, body in self._db.execute("SELECT seq, body FROM tail ORDER BY seq").fetchall():
             apply(self.view, parse_record(json.loads(body)))  # verifies what the file holds
             self.applied_seq, self._tail = int(seq), self._tail + 1
+
+    def _migrate_gossip_records(self) -> None:
+        """A data directory from before the stream kept every record it heard in `records`: hand them
+        to the outbox, so they reach the stream (which stores each id once) instead of being lost."""
+        legacy = self._db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='records'")
+        if legacy.fetchone() is None:
+            return
+        self._db.execute("INSERT OR IGNORE INTO outbox (id, body) SELECT id, body FROM records")
+        self._db.execute("DROP TABLE records")
 
     def add(self, record: Record, seq: int | None = None) -> str:
         """Fold the record at stream sequence `seq` (None: the next one); returns "added", "duplicate",
