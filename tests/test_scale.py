@@ -88,3 +88,40 @@ async def test_a_big_model_is_heard_through_a_sample_of_shards(net: LocalNetwork
     assert agent.beats is not None
     assert agent.beats.listening(subjects.model_token("m")) < subjects.HEARTBEAT_SHARDS
     assert len(agent.peers.alive()) < 5  # hears a sample, not everyone
+
+
+async def test_swarm_bench_reports_the_named_json_fields(tmp_path: object) -> None:
+    """A small swarm end to end: agents, load, hub counters, then a newcomer from a checkpoint."""
+    import json
+    import subprocess
+    import sys
+
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable, "-m", "wwwserve", "--log-level", "warning", "bench", "--swarm", "6",
+            "--swarm-seconds", "3", "--swarm-rate", "10", "--receipts", "3000",
+            "--checkpoint-every", "1000", "--json",
+        ],
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )  # fmt: skip
+    doc = json.loads(run.stdout.decode().strip().splitlines()[-1])
+    assert set(doc) >= {
+        "providers",
+        "requests",
+        "lost",
+        "hub_msgs_in_per_s",
+        "hub_msgs_out_per_s",
+        "heartbeat_deliveries_per_agent_per_s",
+        "decision_p50_us",
+        "decision_p99_us",
+        "ledger_catchup_s",
+    }
+    assert doc["providers"] == 6 and doc["requests"] > 0 and doc["lost"] == 0
+    assert 0 < doc["heartbeat_deliveries_per_agent_per_s"] <= 100
+    assert doc["hub_msgs_out_per_s"] > 0 and doc["decision_p50_us"] > 0
+    assert doc["ledger_receipts"] == 3500 and doc["ledger_same_balances"] is True
+    assert doc["ledger_newcomer_started_at_seq"] == 3000  # from the checkpoint, then 500 replayed
+    assert doc["ledger_catchup_s"] is not None and doc["ledger_catchup_s"] < 30

@@ -200,6 +200,9 @@ def bench(
     receipts: Annotated[
         int, typer.Option(help="--swarm: receipts in the catch-up ledger (0: skip)")
     ] = 1_000_000,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="--swarm: ledger records between two checkpoints")
+    ] = 10_000,
     concurrency: Annotated[int, typer.Option(help="--gateway: streams in flight")] = 64,
     requests: Annotated[int, typer.Option(help="--gateway: requests per path")] = 640,
 ) -> None:
@@ -213,7 +216,15 @@ def bench(
     if swarm:
         from wwwserve.bench.swarm import run_swarm
 
-        res = asyncio.run(run_swarm(swarm, seconds=swarm_seconds, rate=swarm_rate, receipts=receipts))
+        res = asyncio.run(
+            run_swarm(
+                swarm,
+                seconds=swarm_seconds,
+                rate=swarm_rate,
+                receipts=receipts,
+                checkpoint_every=checkpoint_every,
+            )
+        )
         typer.echo(json.dumps(res) if json_out else json.dumps(res, indent=2))
         return
     if decision:

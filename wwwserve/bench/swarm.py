@@ -395,6 +395,7 @@ async def run_swarm(
     async with hub:
         await create_when_ready(hub.url, 1)
         out = await _phase_swarm(n, hub, http_port, workdir, seconds, rate, min(workers, n))
+        out["ledger_catchup_s"] = None  # phase 2 skipped (--receipts 0)
         if receipts:
             out.update(await _phase_ledger(hub, workdir, receipts, checkpoint_every))
     return out
