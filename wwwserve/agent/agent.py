@@ -310,7 +310,9 @@ class Agent:
         peer = self.peers.update(beat)
         if peer is not None:  # the policy's view of it, built now rather than on a request's path
             peer_state(peer, self.credits.ledger.view, None)
-        if is_new:
+        if is_new and len(self.peers) <= self.settings.heartbeat_listen:
+            # a small network: introduce ourselves to a newcomer at once; in a big one a new name is
+            # mostly our sample moving (it may not even hear our shard), not worth an extra beat
             self._changed.set()
 
     # ---- heartbeats ------------------------------------------------------------------------------

@@ -84,6 +84,10 @@ class PeerTable:
         expiry = max(self.expiry_s, 3.0 * peer.beat.interval_s)
         return peer.age_s(now) > expiry and now - self._last_heard <= expiry
 
+    def __len__(self) -> int:
+        """Peers in the table (alive or not yet dropped)."""
+        return len(self._peers)
+
     def knows(self, name: str) -> bool:
         """Whether `name` is in the table (alive or not yet expired-and-dropped)."""
         return name in self._peers
