@@ -75,6 +75,8 @@ class PeerTable:
             decoded = old.prefix_filter  # unchanged since the last beat: no need to decode it again
         else:
             decoded = PrefixFilter.decode(beat.prefix_filter)
+        if old is None:
+            self._views.clear()  # a newcomer is a candidate at once, not at the next rebuild
         peer = self._peers[beat.name] = Peer(beat, now, prefix_filter=decoded)
         self._suspended.discard(beat.name)
         return peer
@@ -144,11 +146,20 @@ class PeerTable:
         now = time.monotonic() if now is None else now
         built = self._views.get(model)
         if built is not None and now - built[0] < (self.refresh_s if max_age_s is None else max_age_s):
-            picked = (self._peers.get(n) for n in built[1])
-            return [p for p in picked if p is not None and self._usable(p, model, now)]
-        usable = [p for p in self.alive() if self._usable(p, model, now)]
+            peers, suspended, out = self._peers, self._suspended, []
+            for name in built[1]:  # one loop, no calls per peer: this runs for every request
+                p = peers.get(name)
+                if p is None or name in suspended or not p.beat.healthy or model not in p.beat.models:
+                    continue
+                if not self._expired(p, now):
+                    out.append(p)
+            return out
+        of_model = [p for p in self.alive() if model in p.beat.models]
+        usable = [p for p in of_model if self._usable(p, model, now)]
         if len(usable) <= self.view_size:
-            self._views.pop(model, None)
+            # every provider of the model, usable or not: each request filters (a suspended one is back
+            # with its next beat)
+            self._views[model] = (now, [p.beat.name for p in of_model])
             return usable
         usable.sort(key=_room, reverse=True)
         best = self.view_size // 2
