@@ -382,11 +382,6 @@ class Agent:
             ok = False
         self._listed = listed if ok else None
 
-    def _heard(self) -> dict[str, int]:
-        """Providers heard per served model (its token), ourselves excluded."""
-        alive = self.peers.alive()
-        return {tok: sum(model in p.beat.models for p in alive) for tok, model in self.models.items()}
-
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval_s
         last = resized = 0.0
@@ -398,11 +393,12 @@ class Agent:
                 self.peers.serving(model)  # rebuild the candidate view off the request path
             if self.beats is not None and time.monotonic() - resized >= 2.0:
                 resized = time.monotonic()
-                heard = self._heard()
+                alive = self.peers.alive()
+                # providers heard per served model (its token), ourselves excluded
+                heard = {tok: sum(m in p.beat.models for p in alive) for tok, m in self.models.items()}
                 await self.beats.adjust(heard)
-                n = len(self.peers.alive())
-                min_gap = self.beats.min_gap(n, interval)
-                self._keepalive = self.beats.keepalive(n, interval)
+                min_gap = self.beats.min_gap(len(alive), interval)
+                self._keepalive = self.beats.keepalive(len(alive), interval)
             gap = time.monotonic() - last
             if gap < min_gap:
                 await asyncio.sleep(min_gap - gap)

@@ -58,7 +58,7 @@ def peer_state(p: Peer, view: LedgerView, probes: list[int] | None, now: float |
         st = p.state = _new_peer_state(p, view)
         p.state_version = view.version
     st.age_s = (time.monotonic() if now is None else now) - p.received
-    st.cached_tokens = matched_tokens(p.prefix_filter, probes) if probes and p.prefix_filter else 0
+    st.cached_tokens = matched_tokens(p.prefix_filter, probes) if probes else 0
     st.sent_since_beat = p.sent_since_beat
     return st
 
@@ -245,20 +245,12 @@ class Dispatcher:
     def peer_states(self, model: str, exclude: set[str], probes: list[int] | None = None) -> list[PeerState]:
         """Alive peers serving `model` (a bounded view), as the policy sees them."""
         view = self.agent.credits.ledger.view
-        now, version, out = time.monotonic(), view.version, []
-        for p in self.agent.peers.serving(model, now, max_age_s=2 * self.agent.peers.refresh_s):
-            if p.beat.name in exclude:
-                continue
-            st = p.state  # `peer_state`, inlined: this loop runs for every request
-            if st is None or p.state_version != version:
-                st = p.state = _new_peer_state(p, view)
-                p.state_version = version
-            st.age_s = now - p.received
-            f = p.prefix_filter
-            st.cached_tokens = matched_tokens(f, probes) if probes and f is not None else 0
-            st.sent_since_beat = p.sent_since_beat
-            out.append(st)
-        return out
+        now = time.monotonic()
+        return [
+            peer_state(p, view, probes, now)
+            for p in self.agent.peers.serving(model, now, max_age_s=2 * self.agent.peers.refresh_s)
+            if p.beat.name not in exclude
+        ]
 
     async def _dispatch(
         self,

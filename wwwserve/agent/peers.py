@@ -146,14 +146,8 @@ class PeerTable:
         now = time.monotonic() if now is None else now
         built = self._views.get(model)
         if built is not None and now - built[0] < (self.refresh_s if max_age_s is None else max_age_s):
-            peers, suspended, out = self._peers, self._suspended, []
-            for name in built[1]:  # one loop, no calls per peer: this runs for every request
-                p = peers.get(name)
-                if p is None or name in suspended or not p.beat.healthy or model not in p.beat.models:
-                    continue
-                if not self._expired(p, now):
-                    out.append(p)
-            return out
+            picked = (self._peers.get(name) for name in built[1])
+            return [p for p in picked if p is not None and self._usable(p, model, now)]
         of_model = [p for p in self.alive() if model in p.beat.models]
         usable = [p for p in of_model if self._usable(p, model, now)]
         if len(usable) <= self.view_size:
