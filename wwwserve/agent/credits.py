@@ -27,7 +27,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
-from wwwserve.broker.streams import jetstream
+from wwwserve.broker.streams import jetstream, read_all
 from wwwserve.datadir import DataDirLock
 from wwwserve.ledger.checkpoint import CheckpointVote, choose, digest, encode_state
 from wwwserve.ledger.identity import load_or_create
@@ -262,24 +262,19 @@ async def load_checkpoint(nc: Any, quorum: int) -> dict[str, Any] | None:
     js = jetstream(nc)
     votes: list[CheckpointVote] = []
     try:
-        sub = await js.subscribe(
+        bodies = await read_all(
+            js,
             f"{subjects.LEDGER_CHECKPOINT_PREFIX}.*",
-            stream=subjects.CHECKPOINT_STREAM,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            subjects.CHECKPOINT_STREAM,
+            last_per_subject=True,
+            wait_s=2.0,
         )
-        info = await js.stream_info(subjects.CHECKPOINT_STREAM)
-        if info.state.messages:
-            while True:
-                msg = await sub.next_msg(timeout=2.0)
-                with contextlib.suppress(ValidationError, ValueError):
-                    votes.append(CheckpointVote.model_validate_json(msg.data))
-                if msg.metadata.num_pending == 0:
-                    break
-        await sub.unsubscribe()
     except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as e:
         log.debug("checkpoint.unavailable", error=repr(e))
         return None
+    for body in bodies:
+        with contextlib.suppress(ValidationError, ValueError):
+            votes.append(CheckpointVote.model_validate_json(body))
     chosen = choose(votes, quorum)
     if chosen is None:
         return None
@@ -306,23 +301,8 @@ async def load_checkpoint(nc: Any, quorum: int) -> dict[str, Any] | None:
 
 async def read_ledger(nc: Any, wait_s: float = 5.0) -> list[Record]:
     """Every record in the ledger stream, in stream order (tools and benchmarks; agents fold as they go)."""
-    js = jetstream(nc)
-    info = await js.stream_info(subjects.LEDGER_STREAM)
     out: list[Record] = []
-    if not info.state.messages:
-        return out
-    sub = await js.subscribe(
-        subjects.LEDGER_RECEIPT,
-        stream=subjects.LEDGER_STREAM,
-        ordered_consumer=True,
-        pending_msgs_limit=1 << 20,
-    )
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=wait_s)
-            with contextlib.suppress(ValueError, ValidationError):
-                out.append(parse_record(json.loads(msg.data)))
-            if msg.metadata.num_pending == 0:
-                return out
-    finally:
-        await sub.unsubscribe()
+    for body in await read_all(jetstream(nc), subjects.LEDGER_RECEIPT, subjects.LEDGER_STREAM, wait_s=wait_s):
+        with contextlib.suppress(ValueError, ValidationError):
+            out.append(parse_record(json.loads(body)))
+    return out

@@ -294,8 +294,7 @@ async def _phase_ledger(hub: NatsServer, workdir: Path, receipts: int, every: in
     from wwwserve.agent.credits import read_ledger
 
     view = LedgerView()
-    existing = await read_ledger(nc) if (await js.stream_info(subjects.LEDGER_STREAM)).state.messages else []
-    for r in existing:
+    for r in await read_ledger(nc):
         apply(view, r)
     seq = (await js.stream_info(subjects.LEDGER_STREAM)).state.last_seq
     ids = [new_identity(f"g{i:03d}") for i in range(_PARTIES)]

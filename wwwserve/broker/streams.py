@@ -15,7 +15,7 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import DeliverPolicy, DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from wwwserve.protocol import subjects
@@ -68,6 +68,31 @@ def directory_config(replicas: int) -> KeyValueConfig:
         replicas=replicas,
         limit_marker_ttl=DIRECTORY_TTL_S,  # watchers hear when an entry expires
     )
+
+
+async def read_all(
+    js: JetStreamContext, subject: str, stream: str, *, last_per_subject: bool = False, wait_s: float = 5.0
+) -> list[bytes]:
+    """What `stream` holds on `subject` now, in stream order (only each subject's last message with
+    `last_per_subject`): a one-off read, for tools and a newcomer's catch-up."""
+    if not (await js.stream_info(stream)).state.messages:
+        return []
+    sub = await js.subscribe(
+        subject,
+        stream=stream,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else None,
+        pending_msgs_limit=1 << 20,
+    )
+    out = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=wait_s)
+            out.append(msg.data)
+            if msg.metadata.num_pending == 0:
+                return out
+    finally:
+        await sub.unsubscribe()
 
 
 async def ensure_streams(nc: NATS, replicas: int = 1) -> None:
