@@ -17,11 +17,9 @@ from collections import defaultdict
 from dataclasses import asdict
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from wwwserve.ledger.book import LedgerView
 from wwwserve.ledger.evidence import DuelEvidence, Evidence, JudgeEvidence
-from wwwserve.ledger.identity import Identity, verify
+from wwwserve.ledger.records import SignedByOne
 
 
 def state_of(view: LedgerView, seq: int) -> dict[str, Any]:
@@ -76,36 +74,25 @@ def digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=32).hexdigest()
 
 
-class CheckpointVote(BaseModel):
+class CheckpointVote(SignedByOne):
     """`signer` says: the ledger stream up to `seq` folds to the state named `digest`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     seq: int
     digest: str
     signer: str
     key: str
     ts_ms: int
-    sig: str = ""
 
-    def body(self) -> bytes:
-        """Canonical bytes the signer signs."""
-        return json.dumps(self.model_dump(exclude={"sig"}), sort_keys=True, separators=(",", ":")).encode()
-
-    def signed(self, identity: Identity) -> CheckpointVote:
-        """Signed by its signer."""
-        return self.model_copy(update={"sig": identity.sign(self.body())})
-
-    def signature_valid(self) -> bool:
-        """The signer's signature checks."""
-        return bool(self.sig) and verify(self.key, self.body(), self.sig)
+    def signer_key(self) -> str:
+        """The signer's key."""
+        return self.key
 
 
 def choose(votes: list[CheckpointVote], quorum: int) -> tuple[int, str] | None:
     """The newest (seq, digest) that at least `quorum` distinct signers agree on, with valid signatures."""
     signers: dict[tuple[int, str], set[str]] = defaultdict(set)
     for v in votes:
-        if v.signature_valid():
+        if v.signatures_valid():
             signers[(v.seq, v.digest)].add(v.signer)
     agreed = [k for k, names in signers.items() if len(names) >= max(1, quorum)]
     return max(agreed) if agreed else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,40 +74,51 @@ class Receipt(BaseModel):
         )
 
 
-class Stake(BaseModel):
-    """`provider` locks `amount` of its balance (the latest stake record of a provider counts)."""
+class SignedByOne(BaseModel):
+    """A record one party signs: its canonical body is every field but `sig` (sorted-key compact JSON)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sig: str = ""
+
+    def signer_key(self) -> str:
+        """The public key the signature must check against (a field of the record)."""
+        raise NotImplementedError
+
+    def body(self) -> bytes:
+        """Canonical bytes the signer signs."""
+        return json.dumps(self.model_dump(exclude={"sig"}), sort_keys=True, separators=(",", ":")).encode()
+
+    def signed(self, identity: Identity) -> Self:
+        """Signed by `identity`."""
+        return self.model_copy(update={"sig": identity.sign(self.body())})
+
+    def signatures_valid(self) -> bool:
+        """The signer's signature checks."""
+        return bool(self.sig) and verify(self.signer_key(), self.body(), self.sig)
+
+
+class Stake(SignedByOne):
+    """`provider` locks `amount` of its balance (the latest stake record of a provider counts)."""
 
     kind: Literal["stake"] = "stake"
     provider: str
     key: str
     amount: float = Field(ge=0)
     ts_ms: int
-    sig: str = ""
 
     @property
     def id(self) -> str:
         """One record per provider and time."""
         return f"s:{self.provider}:{self.ts_ms}"
 
-    def body(self) -> bytes:
-        """Canonical bytes the owner signs."""
-        return json.dumps(self.model_dump(exclude={"sig"}), sort_keys=True, separators=(",", ":")).encode()
-
-    def signed(self, owner: Identity) -> Stake:
-        """Signed by its owner."""
-        return self.model_copy(update={"sig": owner.sign(self.body())})
-
-    def signatures_valid(self) -> bool:
-        """The owner's signature checks."""
-        return bool(self.sig) and verify(self.key, self.body(), self.sig)
+    def signer_key(self) -> str:
+        """The owner's key."""
+        return self.key
 
 
-class Verdict(BaseModel):
+class Verdict(SignedByOne):
     """Judge J compared the answers of providers `a` and `b` to the same request (duel-and-judge)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["verdict"] = "verdict"
     duel_id: str
@@ -122,24 +133,15 @@ class Verdict(BaseModel):
     judge: str
     judge_key: str
     ts_ms: int
-    sig: str = ""
 
     @property
     def id(self) -> str:
         """One verdict per duel and judge (a panel has several)."""
         return f"v:{self.duel_id}:{self.judge}"
 
-    def body(self) -> bytes:
-        """Canonical bytes the judge signs."""
-        return json.dumps(self.model_dump(exclude={"sig"}), sort_keys=True, separators=(",", ":")).encode()
-
-    def signed(self, judge: Identity) -> Verdict:
-        """Signed by the judge."""
-        return self.model_copy(update={"sig": judge.sign(self.body())})
-
-    def signatures_valid(self) -> bool:
-        """The judge's signature checks."""
-        return bool(self.sig) and verify(self.judge_key, self.body(), self.sig)
+    def signer_key(self) -> str:
+        """The judge's key."""
+        return self.judge_key
 
 
 Record = Receipt | Stake | Verdict
