@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 import nats.errors
 import nats.js.errors
@@ -65,7 +64,6 @@ class Directory:
     def __init__(self, nc: NATS) -> None:
         self._nc = nc
         self.entries: dict[str, Heartbeat] = {}
-        self.updated: dict[str, float] = {}  # name -> time.monotonic() of its last entry
         self.gone: set[str] = set()  # listed once, then deleted (left) or expired (fell silent)
         self.available = False  # the bucket was reached; until then nothing can be said to be missing
         self.synced = asyncio.Event()  # every entry present at start was read
@@ -103,7 +101,6 @@ class Directory:
         else:
             with contextlib.suppress(ValidationError, ValueError):
                 self.entries[name] = Heartbeat.model_validate_json(msg.data)
-                self.updated[name] = time.monotonic()
                 self.gone.discard(name)
         with contextlib.suppress(Exception):
             if msg.metadata.num_pending == 0:

@@ -34,6 +34,7 @@ import httpx
 import nats
 
 from wwwserve.agent import Agent, ProviderSettings
+from wwwserve.agent.credits import read_ledger
 from wwwserve.broker.config import HubConfig
 from wwwserve.broker.process import NatsServer, free_port
 from wwwserve.broker.streams import create_when_ready, jetstream
@@ -291,8 +292,6 @@ async def _phase_ledger(hub: NatsServer, workdir: Path, receipts: int, every: in
     nc = await nats.connect(hub.url, pending_size=64 * 1024 * 1024)
     js = jetstream(nc)
     # everyone's view: fold what the stream holds already (phase 1's receipts), then what we add
-    from wwwserve.agent.credits import read_ledger
-
     view = LedgerView()
     for r in await read_ledger(nc):
         apply(view, r)
