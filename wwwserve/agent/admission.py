@@ -25,31 +25,46 @@ class Slots:
         """Requests waiting for a slot."""
         return len(self._waiters)
 
+    def try_take(self) -> bool:
+        """Take a free slot at once when nobody waits ahead (the common case needs no await)."""
+        if self.running < self.capacity and not self._waiters:
+            self.running += 1
+            self._on_change()
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Take a slot, waiting in arrival order; raise Overloaded when the wait queue is full."""
+        if self.try_take():
+            return
+        if len(self._waiters) >= self.queue_limit:
+            raise Overloaded(f"queue full ({self.queue_limit} waiting, {self.running} running)")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._on_change()
+        try:
+            await fut
+        except BaseException:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+            elif fut.done() and not fut.cancelled():
+                self._release()  # we were handed a slot but leave without using it
+            raise
+        self._on_change()
+
+    def give_back(self) -> None:
+        """Return a slot taken with `take` or `try_take`."""
+        self._release()
+        self._on_change()
+
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[None]:
         """Hold a slot for the duration of the block; raise Overloaded when the queue is full."""
-        if self.running >= self.capacity or self._waiters:
-            if len(self._waiters) >= self.queue_limit:
-                raise Overloaded(f"queue full ({self.queue_limit} waiting, {self.running} running)")
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
-            self._on_change()
-            try:
-                await fut
-            except BaseException:
-                if fut in self._waiters:
-                    self._waiters.remove(fut)
-                elif fut.done() and not fut.cancelled():
-                    self._release()  # we were handed a slot but leave without using it
-                raise
-        else:
-            self.running += 1
-        self._on_change()
+        await self.take()
         try:
             yield
         finally:
-            self._release()
-            self._on_change()
+            self.give_back()
 
     def _release(self) -> None:
         while self._waiters:

@@ -24,7 +24,7 @@ from wwwserve.agent.beats import BeatScope
 from wwwserve.agent.credits import Credits
 from wwwserve.agent.dispatch import Dispatcher, peer_state
 from wwwserve.agent.duels import Duels
-from wwwserve.agent.metrics import AgentMetrics
+from wwwserve.agent.metrics import AgentMetrics, Gauges
 from wwwserve.agent.peers import PeerTable
 from wwwserve.agent.requests import RequestRegistry
 from wwwserve.agent.service import register_service
@@ -91,10 +91,18 @@ class Agent:
         self._listing: asyncio.Future[None] | None = None
         self._dispatcher: Dispatcher | None = None
         self._service: Service | None = None
-        self.metrics = AgentMetrics(self)
+        self.metrics = AgentMetrics(
+            Gauges(
+                running=lambda: self.slots.running,
+                queued=lambda: self.slots.queued,
+                tokens_per_s=self.stats.tokens_per_s,
+                peers=lambda: len(self.peers.alive()),
+                accepting=lambda: 1.0 if self._accepting and not self._draining else 0.0,
+            )
+        )
         self.credits = Credits(self)
         self.duels = Duels(self)
-        self._unhealthy_until = 0.0
+        self.unhealthy_until = 0.0  # monotonic time until which the engine counts as unhealthy
         self._was_healthy = True
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -250,11 +258,11 @@ class Agent:
 
     def engine_healthy(self) -> bool:
         """The engine answers (its own health) and has not stalled within the cool-down."""
-        return self.engine.load().healthy and time.monotonic() >= self._unhealthy_until
+        return self.engine.load().healthy and time.monotonic() >= self.unhealthy_until
 
     def mark_engine_unhealthy(self, reason: str) -> None:
         """An engine fault: stop taking work for the cool-down, then try again."""
-        self._unhealthy_until = time.monotonic() + self.settings.unhealthy_cooldown_s
+        self.unhealthy_until = time.monotonic() + self.settings.unhealthy_cooldown_s
         self.log.warning("engine.unhealthy", reason=reason)
         self._check_health()
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -14,7 +14,8 @@ from nats.aio.msg import Msg
 from wwwserve.agent.peers import Peer
 from wwwserve.agent.relay import RECEIPT_HEADER, relay
 from wwwserve.agent.replies import ReplyWriter
-from wwwserve.engines.base import Delta, prompt_text
+from wwwserve.agent.watchdog import Watchdog
+from wwwserve.engines.base import prompt_text
 from wwwserve.errors import (
     BackendError,
     BadRequest,
@@ -31,7 +32,7 @@ from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
 from wwwserve.protocol.codec import Codec, decode, detect
 from wwwserve.protocol.headers import Routing, routing_from_headers
-from wwwserve.protocol.messages import CompletionRequest, Reply, Usage, parse_request
+from wwwserve.protocol.messages import CompletionRequest, parse_request
 from wwwserve.protocol.prefix import block_hashes, checkpoints, matched_tokens
 
 if TYPE_CHECKING:
@@ -85,42 +86,35 @@ def _new_peer_state(p: Peer, view: LedgerView) -> PeerState:
     )
 
 
-class EngineStalled(Exception):
-    """The engine produced nothing for longer than the stall limit."""
-
-
-async def _watch_stalls(gen: AsyncIterator[Delta], stall_s: float) -> AsyncIterator[Delta]:
-    """Pass deltas on; raise EngineStalled when the next one takes longer than `stall_s`."""
-    it = aiter(gen)
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(stall_s):
-                    d = await anext(it)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise EngineStalled(f"engine produced no token for {stall_s:.1f}s") from None
-            yield d
-    finally:
-        aclose = getattr(it, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 class Dispatcher:
     """Holds what request handling needs from its agent; one `handle` call per request message."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        s = agent.settings
+        # this agent's state as the policy sees it: one object, its changing fields refreshed per request
+        self._own = OwnState(
+            name=agent.name,
+            capacity=agent.slots.capacity,
+            queue_limit=agent.slots.queue_limit,
+            network_share=s.network_share,
+            price=s.price,
+            forward=s.forward,
+            max_hops=s.max_hops,
+            slo_aware=s.slo_aware,
+            min_price=s.min_price,
+        )
 
     async def handle(self, msg: Msg, tok: str, direct: bool) -> None:
         """Answer one request message with a result or an explicit error, before its deadline."""
         agent = self.agent
         received = time.monotonic()
         hdrs = msg.headers or {}
-        codec = Codec.JSON
-        writer = ReplyWriter(agent.nc, msg.reply or None, codec, h.request_id_from_headers(hdrs), agent.name)
+        rid = h.request_id_from_headers(hdrs)
+        writer = ReplyWriter(agent.nc, msg.reply or None, Codec.JSON, rid, agent.name)
+        task = asyncio.current_task()
+        assert task is not None  # handlers run as the agent's tasks (Agent.spawn)
+        watchdog: Watchdog | None = None
         try:
             if len(msg.data) > agent.settings.max_request_bytes:
                 limit = agent.settings.max_request_bytes
@@ -128,16 +122,16 @@ class Dispatcher:
             codec = writer.codec = detect(msg.data, hdrs)
             routing = routing_from_headers(hdrs, agent.settings.default_timeout_s)
             writer.request_id = routing.request_id
-            if await self._answer_duplicate(msg, routing.request_id, writer, hdrs):
+            if self._is_duplicate(msg, routing.request_id):
+                await self._answer_duplicate(msg, routing.request_id, writer, hdrs)
                 return
-            task = asyncio.current_task()
-            if task is not None:
-                agent.requests.begin(routing.request_id, task, writer)
-                writer.on_final = partial(agent.requests.remember, routing.request_id)
+            agent.requests.begin(routing.request_id, task, writer)
+            writer.on_final = partial(agent.requests.remember, routing.request_id)
             if hdrs.get(h.WANT_ACK) == "true":
                 await writer.ack()
-            if routing.remaining_s() <= 0:
-                raise DeadlineExceeded(f"deadline passed {-routing.remaining_s():.3f}s before arrival")
+            remaining = routing.remaining_s()
+            if remaining <= 0:
+                raise DeadlineExceeded(f"deadline passed {-remaining:.3f}s before arrival")
             model = agent.models.get(tok)
             if model is None:
                 raise UnknownModel(f"provider {agent.name} does not serve a model with subject token {tok!r}")
@@ -149,13 +143,21 @@ class Dispatcher:
                 raise BadRequest(
                     f"max_tokens {req.max_tokens} exceeds the context length of {model} ({context} tokens)"
                 )
+            loop = asyncio.get_running_loop()
+            watchdog = Watchdog(loop, task, loop.time() + remaining, agent.settings.engine_stall_s)
             try:
-                async with asyncio.timeout(routing.remaining_s()):
-                    await self._dispatch(msg, req, model, routing, writer, received, direct)
-                if writer.result is not None:
-                    agent.duels.maybe_start(req, model, routing, *writer.result)
-            except TimeoutError:
-                raise DeadlineExceeded("deadline reached before the answer was complete") from None
+                await self._dispatch(msg, req, model, routing, writer, received, watchdog)
+            except asyncio.CancelledError:
+                reason = watchdog.claim()
+                if reason == "deadline":
+                    raise DeadlineExceeded("deadline reached before the answer was complete") from None
+                if reason == "stall":
+                    stalled = f"engine produced no token for {agent.settings.engine_stall_s:.1f}s"
+                    agent.mark_engine_unhealthy(stalled)
+                    raise BackendError(stalled) from None
+                raise
+            if writer.result is not None:
+                agent.duels.maybe_start(req, model, routing, *writer.result)
         except WWWServeError as err:
             agent.stats.failed += 1
             agent.metrics.failed(err.code)
@@ -178,15 +180,26 @@ class Dispatcher:
             log.exception("request.internal_error", provider=agent.name, request_id=writer.request_id)
             await writer.error(InternalError(f"{type(exc).__name__}: {exc}"))
         finally:
-            agent.requests.end(writer.request_id, asyncio.current_task())
+            if watchdog is not None:
+                watchdog.close()
+            agent.requests.end(writer.request_id, task)
+
+    def _is_duplicate(self, msg: Msg, request_id: str) -> bool:
+        """Whether this id is being served or was served recently (checked without an await)."""
+        if not msg.reply:
+            return False
+        active = self.agent.requests.active.get(request_id)
+        if active is not None and not active.task.done():
+            return True
+        return self.agent.requests.recent(request_id) is not None
 
     async def _answer_duplicate(
         self, msg: Msg, request_id: str, writer: ReplyWriter, hdrs: dict[str, str]
-    ) -> bool:
+    ) -> None:
         """A retry of a request we are serving or served: never serve it twice (docs/reliability.md)."""
         agent = self.agent
         active = agent.requests.active.get(request_id)
-        if active is not None and not active.task.done() and msg.reply:
+        if active is not None and not active.task.done():
             if hdrs.get(h.WANT_ACK) == "true":
                 await writer.ack()
             if active.writer.delivered:
@@ -194,13 +207,11 @@ class Dispatcher:
             else:
                 active.writer.inbox = msg.reply  # the running work now answers the retry
             log.info("request.duplicate", provider=agent.name, request_id=request_id, state="running")
-            return True
+            return
         final = agent.requests.recent(request_id)
-        if final is not None and msg.reply:
+        if final is not None:
             await agent.nc.publish(msg.reply, final[0], headers=final[1])
             log.info("request.duplicate", provider=agent.name, request_id=request_id, state="finished")
-            return True
-        return False
 
     def _request_info(self, req: CompletionRequest, model: str, routing: Routing) -> RequestInfo:
         own_user = routing.origin == self.agent.name or (not routing.origin and routing.hops == 0)
@@ -217,30 +228,22 @@ class Dispatcher:
         )
 
     def own_state(self, probes: list[int] | None = None) -> OwnState:
-        """This agent's state for the policy (`probes`: the request's prefix checkpoints)."""
-        a, s = self.agent, self.agent.settings
-        load = a.load()
-        return OwnState(
-            name=a.name,
-            capacity=a.slots.capacity,
-            running=a.slots.running,
-            queued=a.slots.queued,
-            queue_limit=a.slots.queue_limit,
-            prefill_tps=load.prefill_tps or a.stats.prefill_tps.value,
-            prefill_backlog=load.prefill_backlog,
-            prefill_busy=load.prefill_busy,
-            tpot_ms=load.tpot_ms or a.stats.tpot_ms.value,
-            ttft_ms=a.stats.ttft_ms.value,
-            latency_ms=a.stats.latency_ms.value,
-            network_share=s.network_share,
-            price=s.price,
-            forward=s.forward,
-            max_hops=s.max_hops,
-            slo_aware=s.slo_aware,
-            min_price=s.min_price,
-            healthy=a.engine_healthy() and not a.draining,
-            cached_tokens=matched_tokens(load.prefix_filter, probes) if probes else 0,
-        )
+        """This agent's state for the policy (`probes`: the request's prefix checkpoints); the same
+        object each time, its changing fields refreshed (policies keep none of what they are given)."""
+        a, st = self.agent, self._own
+        load = a.engine.load()  # once: engine_healthy() and Agent.load() would each read it again
+        stats = a.stats
+        st.running = a.slots.running
+        st.queued = a.slots.queued
+        st.prefill_tps = load.prefill_tps or stats.prefill_tps.value
+        st.prefill_backlog = load.prefill_backlog + a.accepted_prefill
+        st.prefill_busy = load.prefill_busy
+        st.tpot_ms = load.tpot_ms or stats.tpot_ms.value
+        st.ttft_ms = stats.ttft_ms.value
+        st.latency_ms = stats.latency_ms.value
+        st.healthy = load.healthy and not a.draining and time.monotonic() >= a.unhealthy_until
+        st.cached_tokens = matched_tokens(load.prefix_filter, probes) if probes else 0
+        return st
 
     def peer_states(self, model: str, exclude: set[str], probes: list[int] | None = None) -> list[PeerState]:
         """Alive peers serving `model` (a bounded view), as the policy sees them."""
@@ -260,7 +263,7 @@ class Dispatcher:
         routing: Routing,
         writer: ReplyWriter,
         received: float,
-        direct: bool,
+        watchdog: Watchdog,
     ) -> None:
         agent = self.agent
         if routing.hops > 0 and routing.origin and not agent.settings.serve_without_credit:
@@ -281,7 +284,7 @@ class Dispatcher:
             )
             agent.stats.decision_us.append((time.thread_time_ns() - t0) / 1000.0)
             if isinstance(decision, Accept):
-                await self._serve(req, model, routing, writer, received)
+                await self._serve(req, model, routing, writer, received, watchdog)
                 return
             if isinstance(decision, Reject):
                 raise error_from_wire(decision.code, decision.reason)
@@ -291,24 +294,34 @@ class Dispatcher:
             tried.add(decision.peer)
 
     async def _serve(
-        self, req: CompletionRequest, model: str, routing: Routing, writer: ReplyWriter, received: float
+        self,
+        req: CompletionRequest,
+        model: str,
+        routing: Routing,
+        writer: ReplyWriter,
+        received: float,
+        watchdog: Watchdog,
     ) -> None:
         agent = self.agent
-        # until the engine has it, its prompt is prefill work ahead of later requests (policy estimates)
-        waiting_prompt = estimate_prompt_tokens(req)
-        agent.accepted_prefill += waiting_prompt
-        try:
-            async with agent.slots.acquire():  # the slots report their changes (heartbeats)
+        slots = agent.slots
+        if not slots.try_take():
+            # until the engine has it, its prompt is prefill work ahead of later requests (policy estimates)
+            waiting_prompt = estimate_prompt_tokens(req)
+            agent.accepted_prefill += waiting_prompt
+            try:
+                await slots.take()
+            finally:
                 agent.accepted_prefill -= waiting_prompt
-                waiting_prompt = 0
-                started = time.monotonic()
-                first: float | None = None
-                parts: list[str] = []
-                finish, usage = "stop", Usage()
-                try:
-                    async for d in _watch_stalls(
-                        agent.engine.generate(req, model), agent.settings.engine_stall_s
-                    ):
+        try:  # the slots report their changes (heartbeats)
+            started = time.monotonic()
+            first: float | None = None
+            parts: list[str] = []
+            finish, prompt_tokens, completion_tokens, cached_tokens = "stop", 0, 0, 0
+            watchdog.engine_started()
+            try:
+                async with contextlib.aclosing(agent.engine.generate(req, model)) as deltas:
+                    async for d in deltas:
+                        watchdog.tick()
                         if d.text:
                             if first is None:
                                 first = time.monotonic()
@@ -317,47 +330,40 @@ class Dispatcher:
                                 await writer.chunk(d.text)
                         if d.finish_reason:
                             finish = d.finish_reason
-                            usage = Usage(
-                                prompt_tokens=d.prompt_tokens,
-                                completion_tokens=d.completion_tokens,
-                                cached_tokens=d.cached_tokens,
-                            )
-                except EngineStalled as exc:
-                    agent.mark_engine_unhealthy(str(exc))
-                    raise BackendError(str(exc)) from None
-                except WWWServeError:
-                    raise
-                except (TimeoutError, asyncio.CancelledError):
-                    raise
-                except Exception as exc:
-                    raise BackendError(f"engine {agent.engine.kind} failed: {exc!r}") from exc
-                done = time.monotonic()
-                first = first or done
-                agent.stats.record(
-                    (first - started) * 1000,
-                    (done - started) * 1000,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                )
+                            prompt_tokens, completion_tokens = d.prompt_tokens, d.completion_tokens
+                            cached_tokens = d.cached_tokens
+            except (WWWServeError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                raise BackendError(f"engine {agent.engine.kind} failed: {exc!r}") from exc
+            watchdog.engine_stopped()
+            done = time.monotonic()
+            first = first or done
+            ttft_ms, latency_ms = (first - started) * 1000, (done - started) * 1000
+            agent.stats.record(ttft_ms, latency_ms, prompt_tokens, completion_tokens)
         finally:
-            agent.accepted_prefill -= waiting_prompt
-        agent.metrics.served(first - received, done - received, usage.completion_tokens)
+            slots.give_back()
+        agent.metrics.served(first - received, done - received, completion_tokens)
         if routing.hops > 0 and routing.origin and routing.origin != agent.name:
             writer.extra_final_headers[RECEIPT_HEADER] = agent.credits.server_half(
-                routing.request_id, model, usage.prompt_tokens, usage.completion_tokens, routing.origin
+                routing.request_id, model, prompt_tokens, completion_tokens, routing.origin
             )
         await writer.final(
-            Reply.model_construct(
-                request_id=routing.request_id,
-                text="".join(parts),
-                finish_reason=finish,
-                usage=usage,
-                provider=agent.name,
-                model=model,
-                hops=routing.hops,
-                ttft_ms=round((first - received) * 1000, 3),
-                latency_ms=round((done - received) * 1000, 3),
-            )
+            {
+                "request_id": routing.request_id,
+                "text": "".join(parts),
+                "finish_reason": finish,
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "cached_tokens": cached_tokens,
+                },
+                "provider": agent.name,
+                "model": model,
+                "hops": routing.hops,
+                "ttft_ms": round((first - received) * 1000, 3),
+                "latency_ms": round((done - received) * 1000, 3),
+            }
         )
 
     async def _forward(self, peer: str, msg: Msg, model: str, routing: Routing, writer: ReplyWriter) -> bool:
@@ -365,7 +371,7 @@ class Dispatcher:
         agent = self.agent
         agent.peers.note_forwarded(peer)
         agent.stats.forwarded += 1
-        agent.metrics.forwarded.inc()
+        agent.metrics.forwarded()
         ok = await relay(
             agent.nc,
             peer,

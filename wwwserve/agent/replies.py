@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import nats.aio.client
 import structlog
@@ -11,13 +12,27 @@ import structlog
 from wwwserve.errors import WWWServeError
 from wwwserve.protocol import headers as h
 from wwwserve.protocol.codec import Codec, decode, encode
-from wwwserve.protocol.messages import ErrorBody, Reply, StreamChunk
+from wwwserve.protocol.messages import ErrorBody, StreamChunk
 
 log = structlog.get_logger(__name__)
 
 
 class ReplyWriter:
     """Publishes the messages of one reply stream in order, numbering them, and knows when it ended."""
+
+    __slots__ = (
+        "codec",
+        "delivered",
+        "done",
+        "extra_final_headers",
+        "inbox",
+        "nc",
+        "on_final",
+        "provider",
+        "request_id",
+        "result",
+        "seq",
+    )
 
     def __init__(
         self, nc: nats.aio.client.Client, inbox: str | None, codec: Codec, request_id: str, provider: str
@@ -60,20 +75,22 @@ class ReplyWriter:
         self.seq += 1
         self.delivered = True
 
-    async def final(self, reply: Reply) -> None:
-        """Send the complete answer, which ends the stream."""
+    async def final(self, reply: dict[str, Any]) -> None:
+        """Send the complete answer (the fields of `protocol.messages.Reply` but seq and final), which
+        ends the stream. A plain dict: a pydantic model built and dumped per request cost ~10 µs."""
         if self.done:
             return
         self.done = True
         if not self.inbox:
             log.warning("reply.no_inbox", request_id=self.request_id)
             return
-        reply.seq = self.seq
-        data = encode(reply.model_dump(), self.codec)
-        hdrs = {**self._headers(final=True), **self.extra_final_headers}
+        data = encode({"seq": self.seq, "final": True, **reply}, self.codec)
+        hdrs = self._headers(final=True)
+        if self.extra_final_headers:
+            hdrs.update(self.extra_final_headers)
         await self.nc.publish(self.inbox, data, headers=hdrs)
         self.delivered = True
-        self.result = (reply.provider, reply.text)
+        self.result = (self.provider, reply["text"])
         if self.on_final is not None:
             self.on_final(data, hdrs)
 

@@ -12,7 +12,7 @@ import glob
 import importlib.util
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +101,7 @@ class EmbeddedEngine:
         """llama.cpp's context window (`n_ctx`)."""
         return self.options.n_ctx
 
-    async def generate(self, request: CompletionRequest, model: str) -> AsyncIterator[Delta]:
+    async def generate(self, request: CompletionRequest, model: str) -> AsyncGenerator[Delta, None]:
         """Stream tokens from llama.cpp; stopping the iterator stops generation at the next token."""
         if self._llm is None:
             raise BackendError("embedded engine not started")

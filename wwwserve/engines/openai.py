@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import httpx
@@ -161,7 +161,7 @@ class OpenAIEngine:
                 self._healthy = False
             await asyncio.sleep(self.options.metrics_interval_s)
 
-    async def generate(self, request: CompletionRequest, model: str) -> AsyncIterator[Delta]:
+    async def generate(self, request: CompletionRequest, model: str) -> AsyncGenerator[Delta, None]:
         """Stream from /v1/completions or /v1/chat/completions and translate the SSE chunks."""
         if self._client is None:
             raise BackendError("openai engine not started")

@@ -476,7 +476,7 @@ class SimEngine:
 
     # ---- one request ------------------------------------------------------------------------------
 
-    async def generate(self, request: CompletionRequest, model: str) -> AsyncIterator[Delta]:
+    def generate(self, request: CompletionRequest, model: str) -> AsyncGenerator[Delta, None]:
         """Queue the request in the engine loop; stream its words as the steps produce them."""
         text = prompt_text(request)
         prompt_tokens = max(1, len(text.split()))
@@ -486,12 +486,15 @@ class SimEngine:
         corrupt = self.options.corrupt > 0 and _SplitMix(int.from_bytes(digest[8:16], "little")).random() < (
             self.options.corrupt
         )
-        stops = request.stop_list()
         words = _words(rng, corrupt)
         if self.timing.instant:  # no hardware to obey: answer at once, as cheaply as possible
-            async for delta in _stream(_instant_ready(request.max_tokens), words, prompt_tokens, stops):
-                yield delta
-            return
+            return _stream(_instant_ready(request.max_tokens), words, prompt_tokens, request.stop_list())
+        return self._generate(request, text, prompt_tokens, words)
+
+    async def _generate(
+        self, request: CompletionRequest, text: str, prompt_tokens: int, words: Iterator[str]
+    ) -> AsyncGenerator[Delta, None]:
+        stops = request.stop_list()
         self._ensure_loop()
         hashes = block_hashes(text) if self.options.prefix_caching else []
         seq = self.submit(prompt_tokens, request.max_tokens, hashes)
@@ -525,12 +528,12 @@ def _words(rng: _SplitMix, corrupt: bool) -> Iterator[str]:
         yield rng.choice(_WORDS) if not corrupt else "".join(rng.choice(_JUNK) for _ in range(5))
 
 
-async def _instant_ready(max_tokens: int) -> AsyncIterator[tuple[int, bool]]:
-    """An instant engine makes one word after the other, yielding to the event loop every 64."""
-    for n in range(1, max_tokens + 1):
-        if n % 64 == 0:
+async def _instant_ready(max_tokens: int, chunk: int = 64) -> AsyncIterator[tuple[int, bool]]:
+    """An instant engine makes `chunk` words at a time, yielding to the event loop in between."""
+    for n in range(chunk, max_tokens + chunk, chunk):
+        if n > chunk:
             await asyncio.sleep(0)
-        yield n, n == max_tokens
+        yield min(n, max_tokens), n >= max_tokens
 
 
 async def _stream(
@@ -539,7 +542,7 @@ async def _stream(
     prompt_tokens: int,
     stops: list[str],
     cached_tokens: int = 0,
-) -> AsyncIterator[Delta]:
+) -> AsyncGenerator[Delta, None]:
     """Deltas of the answer as `ready` reports (words made so far, finished); cut at a stop sequence.
 
     A stop reports the words before the one that completed it, as the engine always has.

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from wwwserve.policies.base import RequestInfo, ServerState
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """Expected time to first token and to the last token, in milliseconds."""
+class Estimate(NamedTuple):
+    """Expected time to first token and to the last token, in milliseconds (a tuple: one per option
+    per decision)."""
 
     ttft_ms: float
     e2e_ms: float

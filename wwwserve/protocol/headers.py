@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from nats.nuid import NUID
 
@@ -43,9 +43,9 @@ def new_request_id() -> str:
     return _nuid.next().decode()
 
 
-@dataclass(frozen=True)
-class Routing:
-    """The routing facts a request carries in its headers."""
+class Routing(NamedTuple):
+    """The routing facts a request carries in its headers (a tuple: built for every request, ~4x
+    cheaper than a frozen dataclass)."""
 
     request_id: str
     hops: int
