@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import random
 import time
@@ -328,7 +327,7 @@ class Agent:
     def load(self) -> EngineLoad:
         """The engine's load, with the prompts accepted here but still waiting for a slot as backlog."""
         load = self.engine.load()
-        return dataclasses.replace(load, prefill_backlog=load.prefill_backlog + self.accepted_prefill)
+        return load._replace(prefill_backlog=load.prefill_backlog + self.accepted_prefill)
 
     def heartbeat(self) -> Heartbeat:
         """What this agent says about itself now."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from functools import partial
 from typing import TYPE_CHECKING
@@ -318,23 +317,25 @@ class Dispatcher:
             parts: list[str] = []
             finish, prompt_tokens, completion_tokens, cached_tokens = "stop", 0, 0, 0
             watchdog.engine_started()
+            deltas = agent.engine.generate(req, model)
             try:
-                async with contextlib.aclosing(agent.engine.generate(req, model)) as deltas:
-                    async for d in deltas:
-                        watchdog.tick()
-                        if d.text:
-                            if first is None:
-                                first = time.monotonic()
-                            parts.append(d.text)
-                            if req.stream:
-                                await writer.chunk(d.text)
-                        if d.finish_reason:
-                            finish = d.finish_reason
-                            prompt_tokens, completion_tokens = d.prompt_tokens, d.completion_tokens
-                            cached_tokens = d.cached_tokens
+                async for d in deltas:
+                    watchdog.tick()
+                    if d.text:
+                        if first is None:
+                            first = time.monotonic()
+                        parts.append(d.text)
+                        if req.stream:
+                            await writer.chunk(d.text)
+                    if d.finish_reason:
+                        finish = d.finish_reason
+                        prompt_tokens, completion_tokens = d.prompt_tokens, d.completion_tokens
+                        cached_tokens = d.cached_tokens
             except (WWWServeError, asyncio.CancelledError):
+                await deltas.aclose()  # stop the engine's work (a finished generator needs no closing)
                 raise
             except Exception as exc:
+                await deltas.aclose()
                 raise BackendError(f"engine {agent.engine.kind} failed: {exc!r}") from exc
             watchdog.engine_stopped()
             done = time.monotonic()

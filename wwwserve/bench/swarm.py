@@ -400,5 +400,7 @@ async def run_swarm(
 
 
 if __name__ == "__main__":
+    from wwwserve.runtime import run
+
     configure_logging("warning", json_logs=True)
-    asyncio.run(_worker(json.loads(sys.argv[1])))
+    run(_worker(json.loads(sys.argv[1])))  # the event loop `wwwserve provider` runs its agent on

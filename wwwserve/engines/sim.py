@@ -218,6 +218,9 @@ class SimEngine:
     def __init__(self, options: SimOptions | None = None) -> None:
         self.options = options or SimOptions()
         self.timing = StepTiming.from_options(self.options)
+        self._instant = self.timing.instant
+        full_step = self.timing.step_s(self.options.max_batched_tokens, 1, 0)
+        self._prefill_tps = self.options.max_batched_tokens / full_step if full_step > 0 else 0.0
         cap = self.timing.kv_capacity_tokens
         self._total_blocks = None if cap is None else cap // self.options.block_size
         self._free_blocks = self._total_blocks or 0
@@ -265,19 +268,21 @@ class SimEngine:
 
     def load(self) -> EngineLoad:
         """What vLLM exposes: running, waiting, KV-cache usage; plus the speeds of the timing model."""
-        t = self.timing
-        budget = self.options.max_batched_tokens
-        full_step = t.step_s(budget, 1, 0)
-        n = max(1, len(self._running))
-        ctx = sum(s.context for s in self._running) if self._running else 0
+        running = self._running
+        n = max(1, len(running))
+        ctx = sum(s.context for s in running) if running else 0
         return EngineLoad(
-            running=len(self._running),
+            running=len(running),
             waiting=len(self._waiting),
-            prefill_tps=budget / full_step if full_step > 0 else 0.0,
-            tpot_ms=t.step_s(n, n, ctx) * 1000.0,
+            prefill_tps=self._prefill_tps,
+            tpot_ms=self.timing.step_s(n, n, ctx) * 1000.0,
             kv_cache_usage=self.kv_cache_usage(),
             prefill_busy=self.prefill_busy(),
-            prefill_backlog=sum(s.prefill_target - s.prefilled for s in (*self._running, *self._waiting)),
+            prefill_backlog=(
+                sum(s.prefill_target - s.prefilled for s in (*running, *self._waiting))
+                if running or self._waiting
+                else 0
+            ),
             prefix_filter=self.prefix_cache.advertised() if self.prefix_cache.capacity else None,
             prefix_hit_rate=self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None,
         )
@@ -487,7 +492,7 @@ class SimEngine:
             self.options.corrupt
         )
         words = _words(rng, corrupt)
-        if self.timing.instant:  # no hardware to obey: answer at once, as cheaply as possible
+        if self._instant:  # no hardware to obey: answer at once, as cheaply as possible
             return _stream(_instant_ready(request.max_tokens), words, prompt_tokens, request.stop_list())
         return self._generate(request, text, prompt_tokens, words)
 
