@@ -51,11 +51,14 @@ def peer_state(p: Peer, view: LedgerView, probes: list[int] | None, now: float |
     """A peer as the policy sees it: its last heartbeat, aged, with its ledger standing and what it
     likely holds of this request's prefix (`probes`: the prompt's checkpoint hashes).
 
-    Built once per heartbeat and ledger version; each request only refreshes the three fields that
-    change between beats (a decision costs O(k) attribute writes, not O(k) objects)."""
+    One object per peer, filled in when a beat or a ledger record arrives; each request only refreshes
+    the three fields that change between beats (a decision costs O(k) attribute writes, not O(k)
+    objects)."""
     st = p.state
-    if st is None or p.state_version != view.version:
-        st = p.state = _new_peer_state(p, view)
+    if st is None:
+        st = p.state = PeerState(name=p.name, capacity=0)
+    if p.state_version != view.version:
+        _fill_peer_state(st, p, view)
         p.state_version = view.version
     st.age_s = (time.monotonic() if now is None else now) - p.received
     st.cached_tokens = matched_tokens(p.prefix_filter, probes) if probes else 0
@@ -63,26 +66,24 @@ def peer_state(p: Peer, view: LedgerView, probes: list[int] | None, now: float |
     return st
 
 
-def _new_peer_state(p: Peer, view: LedgerView) -> PeerState:
+def _fill_peer_state(st: PeerState, p: Peer, view: LedgerView) -> None:
     b = p.beat
-    return PeerState(
-        name=b.name,
-        capacity=b.capacity,
-        running=b.running,
-        queued=b.queued,
-        queue_limit=b.queue_limit,
-        prefill_tps=b.prefill_tps,
-        prefill_backlog=b.prefill_backlog,
-        prefill_busy=b.prefill_busy,
-        tpot_ms=b.tpot_ms,
-        ttft_ms=b.ttft_ms,
-        latency_ms=b.latency_ms,
-        network_share=b.network_share,
-        price=b.price,
-        stake=view.stakes.get(b.name, 0.0),
-        reputation=routing_factor(view, b.name),
-        accepting=b.accepting,
-    )
+    st.name = b.name
+    st.capacity = b.capacity
+    st.running = b.running
+    st.queued = b.queued
+    st.queue_limit = b.queue_limit
+    st.prefill_tps = b.prefill_tps
+    st.prefill_backlog = b.prefill_backlog
+    st.prefill_busy = b.prefill_busy
+    st.tpot_ms = b.tpot_ms
+    st.ttft_ms = b.ttft_ms
+    st.latency_ms = b.latency_ms
+    st.network_share = b.network_share
+    st.price = b.price
+    st.stake = view.stakes.get(b.name, 0.0)
+    st.reputation = routing_factor(view, b.name)
+    st.accepting = b.accepting
 
 
 class Dispatcher:
@@ -251,7 +252,7 @@ class Dispatcher:
         return [
             peer_state(p, view, probes, now)
             for p in self.agent.peers.serving(model, now, max_age_s=2 * self.agent.peers.refresh_s)
-            if p.beat.name not in exclude
+            if p.name not in exclude
         ]
 
     async def _dispatch(

@@ -11,20 +11,42 @@ from wwwserve.protocol.messages import Heartbeat
 from wwwserve.protocol.prefix import PrefixFilter
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class Peer:
-    """One peer's latest heartbeat, when it arrived, and what we sent it since."""
+    """One peer, kept for as long as it is heard: its latest heartbeat and what the request path reads
+    of it, updated in place by each beat (a decision touches one small object per candidate, not the
+    heartbeat model)."""
 
     beat: Heartbeat
     received: float  # time.monotonic() at arrival
+    name: str = ""
+    models: frozenset[str] = frozenset()
+    healthy: bool = True
+    silence_s: float = 0.0  # how long it may stay silent before it counts as gone (3 of its intervals)
     sent_since_beat: int = 0  # requests we forwarded to it after this heartbeat
     prefix_filter: PrefixFilter | None = None  # what its prefix cache holds, decoded from the heartbeat
     state: PeerState | None = None  # the policy's view of this beat (agent/dispatch.py), reused per request
-    state_version: int = -1  # the ledger version `state`'s stake and reputation come from
+    state_version: int = -1  # the ledger version `state` was filled from; -1: a newer beat to fill in
+    suspended: bool = False  # failed us: not chosen again until its next heartbeat
+    gone: bool = False  # dropped from the table (a candidate view built earlier may still hold it)
 
     def age_s(self, now: float | None = None) -> float:
         """Seconds since this peer last spoke."""
         return (now if now is not None else time.monotonic()) - self.received
+
+    def take(self, beat: Heartbeat, now: float, expiry_s: float) -> None:
+        """Adopt a newer heartbeat: fresh load, nothing sent since, chosen again if it was suspended."""
+        if self.beat.prefix_filter != beat.prefix_filter or self.received < 0:
+            self.prefix_filter = PrefixFilter.decode(beat.prefix_filter)  # unchanged: no decoding again
+        self.beat = beat
+        self.received = now
+        self.name = beat.name
+        self.models = frozenset(beat.models)
+        self.healthy = beat.healthy
+        self.silence_s = max(expiry_s, 3.0 * beat.interval_s)  # a slow beater (big network): 3 intervals
+        self.sent_since_beat = 0
+        self.state_version = -1
+        self.suspended = False
 
 
 def _room(p: Peer) -> float:
@@ -58,33 +80,28 @@ class PeerTable:
         self.refresh_s = refresh_s
         self._rng = rng or random.Random()
         self._peers: dict[str, Peer] = {}
-        self._suspended: set[str] = set()  # failed us: not chosen again until its next heartbeat
         self._last_heard = time.monotonic()
-        self._views: dict[str, tuple[float, list[str]]] = {}  # model -> (built at, candidate names)
+        self._views: dict[str, tuple[float, list[Peer]]] = {}  # model -> (built at, candidates)
 
     def update(self, beat: Heartbeat) -> Peer | None:
-        """Take a heartbeat; a newer one resets what we sent since the last. Returns the new entry."""
+        """Take a heartbeat; a newer one resets what we sent since the last. Returns the peer's entry."""
         now = time.monotonic()
         self._last_heard = now
         if beat.name == self.own_name:
             return None
-        old = self._peers.get(beat.name)
-        if old is not None and beat.seq and old.beat.seq > beat.seq and old.beat.ts_ms >= beat.ts_ms:
+        peer = self._peers.get(beat.name)
+        if peer is not None and beat.seq and peer.beat.seq > beat.seq and peer.beat.ts_ms >= beat.ts_ms:
             return None  # out of order
-        if old is not None and old.beat.prefix_filter == beat.prefix_filter:
-            decoded = old.prefix_filter  # unchanged since the last beat: no need to decode it again
-        else:
-            decoded = PrefixFilter.decode(beat.prefix_filter)
-        if old is None:
+        if peer is None:
+            peer = self._peers[beat.name] = Peer(beat, -1.0)
             self._views.clear()  # a newcomer is a candidate at once, not at the next rebuild
-        peer = self._peers[beat.name] = Peer(beat, now, prefix_filter=decoded)
-        self._suspended.discard(beat.name)
+        elif peer.beat.models != beat.models:
+            self._views.clear()  # views are per model
+        peer.take(beat, now, self.expiry_s)
         return peer
 
     def _expired(self, peer: Peer, now: float) -> bool:
-        # a peer that beats less often (a big network) is given three of its own intervals
-        expiry = max(self.expiry_s, 3.0 * peer.beat.interval_s)
-        return peer.age_s(now) > expiry and now - self._last_heard <= expiry
+        return now - peer.received > peer.silence_s and now - self._last_heard <= peer.silence_s
 
     def __len__(self) -> int:
         """Peers in the table (alive or not yet dropped)."""
@@ -107,7 +124,9 @@ class PeerTable:
 
     def remove(self, name: str) -> None:
         """Forget a peer at once (it said goodbye)."""
-        self._peers.pop(name, None)
+        peer = self._peers.pop(name, None)
+        if peer is not None:
+            peer.gone = True
 
     def suspend(self, name: str) -> None:
         """A request to `name` failed: choose it no more until its next heartbeat.
@@ -115,23 +134,20 @@ class PeerTable:
         Unlike `remove`, it stays alive for the relays already streaming from it (removing it made
         them give up on answers that were still coming).
         """
-        if name in self._peers:
-            self._suspended.add(name)
+        peer = self._peers.get(name)
+        if peer is not None:
+            peer.suspended = True
 
     def alive(self) -> list[Peer]:
         """Peers heard from within the expiry window; expired ones are dropped."""
         now = time.monotonic()
         for name in [n for n, p in self._peers.items() if self._expired(p, now)]:
-            del self._peers[name]
+            self._peers.pop(name).gone = True
         return list(self._peers.values())
 
     def _usable(self, p: Peer, model: str, now: float) -> bool:
-        return (
-            model in p.beat.models
-            and p.beat.healthy
-            and p.beat.name not in self._suspended
-            and not self._expired(p, now)
-        )
+        usable = p.healthy and not p.suspended and not p.gone
+        return usable and model in p.models and not self._expired(p, now)
 
     def serving(self, model: str, now: float | None = None, max_age_s: float | None = None) -> list[Peer]:
         """Alive, healthy, not suspended peers that serve `model`: all of them up to `view_size`, else a
@@ -146,17 +162,26 @@ class PeerTable:
         now = time.monotonic() if now is None else now
         built = self._views.get(model)
         if built is not None and now - built[0] < (self.refresh_s if max_age_s is None else max_age_s):
-            picked = (self._peers.get(name) for name in built[1])
-            return [p for p in picked if p is not None and self._usable(p, model, now)]
-        of_model = [p for p in self.alive() if model in p.beat.models]
+            # the view's peers all serve the model (a change of models clears the views); per request
+            # only what a beat or a failure changes is checked, inline: this runs for every candidate
+            last = self._last_heard
+            return [
+                p
+                for p in built[1]
+                if p.healthy
+                and not p.suspended
+                and not p.gone
+                and (now - p.received <= p.silence_s or now - last > p.silence_s)
+            ]
+        of_model = [p for p in self.alive() if model in p.models]
         usable = [p for p in of_model if self._usable(p, model, now)]
         if len(usable) <= self.view_size:
             # every provider of the model, usable or not: each request filters (a suspended one is back
             # with its next beat)
-            self._views[model] = (now, [p.beat.name for p in of_model])
+            self._views[model] = (now, of_model)
             return usable
         usable.sort(key=_room, reverse=True)
         best = self.view_size // 2
         view = usable[:best] + self._rng.sample(usable[best:], self.view_size - best)
-        self._views[model] = (now, [p.beat.name for p in view])
+        self._views[model] = (now, view)
         return view

@@ -131,18 +131,28 @@ class DefaultPolicy:
         if local is not None:
             options.append((None, local, self._prefix_bonus(req, own)))
         if can_forward:
+            # the hot loop of every decision (k candidates): the helpers above, inlined
+            hop_ms, stale, max_price = self.hop_ms, self.staleness_ms_per_s, req.max_price
+            bonus, scale = self.stake_bonus, self.stake_scale
             for p in peers:
-                if not self._peer_room(p):
+                sent = p.sent_since_beat
+                if p.running + p.queued + sent >= math.ceil((p.capacity + p.queue_limit) * p.network_share):
+                    continue  # no room left for peers' requests (_peer_room)
+                if max_price is not None and p.price > max_price:
                     continue
-                if req.max_price is not None and p.price > req.max_price:
-                    continue
-                hop = self.hop_ms + self.staleness_ms_per_s * p.age_s
-                est = estimate(req, p, extra_load=p.sent_since_beat, hop_ms=hop, prefix=pa)
-                options.append((p.name, est, self._trust(p) * self._prefix_bonus(req, p)))
+                est = estimate(req, p, extra_load=sent, hop_ms=hop_ms + stale * p.age_s, prefix=pa)
+                trust = (1.0 + bonus * p.stake / (p.stake + scale)) * max(1e-9, p.reputation)  # _trust
+                if pa and p.cached_tokens > 0:
+                    trust *= self._prefix_bonus(req, p)
+                options.append((p.name, est, trust))
         if not options:
             return Reject("overloaded", f"{own.name} and its peers are full for {req.model}")
 
-        meeting = [o for o in options if self._meets(req, o[1])]
+        # _meets for every option, its two limits computed once
+        m = self.slo_margin
+        e2e_limit = req.remaining_ms if req.slo_ms is None else min(req.remaining_ms, req.slo_ms * m)
+        ttft_limit = math.inf if req.slo_ttft_ms is None else req.slo_ttft_ms * m
+        meeting = [o for o in options if o[1].e2e_ms <= e2e_limit and o[1].ttft_ms <= ttft_limit]
         if meeting:
             weights = [trust / max(1.0, est.e2e_ms) ** self.sharpness for _, est, trust in meeting]
             choice = rng.choices(meeting, weights=weights, k=1)[0][0]

@@ -15,36 +15,31 @@ class Estimate(NamedTuple):
     e2e_ms: float
 
 
-def service_ms(req: RequestInfo, s: ServerState, prefix: bool = True) -> tuple[float, float]:
-    """Prefill and decode time of `req` on `s` once it runs, from speeds or recent means.
-
-    Prefill is shared by everything in the engine: the prompts already inside are prefilled first
-    (delaying the first token), and the steps that prefill them also hold up every running decode;
-    prompts that keep arriving do too, so decoding only gets the share of time prefill leaves it.
-    With `prefix`, the part of the prompt the server's prefix cache holds is not prefilled again.
-    """
-    decode = max(0, req.max_tokens - 1) * s.tpot_ms / (1.0 - min(0.9, s.prefill_busy))
-    if s.prefill_tps > 0:
-        backlog = s.prefill_backlog / s.prefill_tps * 1000.0
-        todo = max(1, req.prompt_tokens - s.cached_tokens) if prefix else req.prompt_tokens
-        prefill = backlog + todo / s.prefill_tps * 1000.0
-        if req.max_tokens > 1:
-            decode += backlog
-    else:
-        prefill = s.ttft_ms
-    return prefill, decode
-
-
 def estimate(
     req: RequestInfo, s: ServerState, extra_load: int = 0, hop_ms: float = 0.0, prefix: bool = True
 ) -> Estimate:
     """Expected TTFT and end-to-end latency of `req` if `s` takes it now.
 
+    Service once it runs: prefill is shared by everything in the engine: the prompts already inside
+    are prefilled first (delaying the first token), and the steps that prefill them also hold up every
+    running decode; prompts that keep arriving do too, so decoding only gets the share of time prefill
+    leaves it. With `prefix`, the part of the prompt the server's prefix cache holds is not prefilled
+    again. Without a prefill speed, the server's recent TTFT stands in for the prefill.
+
     wait = 0 with a free slot, else (queued ahead + 1) / capacity x mean service time;
     ttft = hop + wait + prefill; e2e = ttft + (max_tokens - 1) x tpot.
     """
-    prefill, decode = service_ms(req, s, prefix)
-    load = s.load + extra_load
+    decode = max(0, req.max_tokens - 1) * s.tpot_ms / (1.0 - min(0.9, s.prefill_busy))
+    tps = s.prefill_tps
+    if tps > 0:
+        backlog = s.prefill_backlog / tps * 1000.0
+        todo = max(1, req.prompt_tokens - s.cached_tokens) if prefix else req.prompt_tokens
+        prefill = backlog + todo / tps * 1000.0
+        if req.max_tokens > 1:
+            decode += backlog
+    else:
+        prefill = s.ttft_ms
+    load = s.running + s.queued + extra_load
     wait = 0.0
     if load >= s.capacity:
         mean_service = s.latency_ms if s.latency_ms > 0 else prefill + decode
