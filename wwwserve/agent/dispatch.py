@@ -91,6 +91,7 @@ class Dispatcher:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        self._rebuilding: set[str] = set()  # models whose candidate view is due and scheduled
         s = agent.settings
         # this agent's state as the policy sees it: one object, its changing fields refreshed per request
         self._own = OwnState(
@@ -249,11 +250,28 @@ class Dispatcher:
         """Alive peers serving `model` (a bounded view), as the policy sees them."""
         view = self.agent.credits.ledger.view
         now = time.monotonic()
-        return [
-            peer_state(p, view, probes, now)
-            for p in self.agent.peers.serving(model, now, max_age_s=2 * self.agent.peers.refresh_s)
-            if p.name not in exclude
-        ]
+        candidates, due = self.agent.peers.candidates(model, now)
+        if due and model not in self._rebuilding:
+            # the sort of a new view waits until this request's step is over: never on its path
+            self._rebuilding.add(model)
+            asyncio.get_running_loop().call_soon(self._rebuild_view, model)
+        states = []
+        for p in candidates:  # peer_state() inlined for the common case: k candidates per request
+            if p.name in exclude:
+                continue
+            st = p.state
+            if st is None or p.state_version != view.version:
+                st = peer_state(p, view, probes, now)
+            else:
+                st.age_s = now - p.received
+                st.cached_tokens = matched_tokens(p.prefix_filter, probes) if probes else 0
+                st.sent_since_beat = p.sent_since_beat
+            states.append(st)
+        return states
+
+    def _rebuild_view(self, model: str) -> None:
+        self._rebuilding.discard(model)
+        self.agent.peers.serving(model)
 
     async def _dispatch(
         self,

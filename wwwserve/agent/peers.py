@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -92,12 +93,12 @@ class PeerTable:
         peer = self._peers.get(beat.name)
         if peer is not None and beat.seq and peer.beat.seq > beat.seq and peer.beat.ts_ms >= beat.ts_ms:
             return None  # out of order
+        joined = peer is None or peer.beat.models != beat.models
         if peer is None:
             peer = self._peers[beat.name] = Peer(beat, -1.0)
-            self._views.clear()  # a newcomer is a candidate at once, not at the next rebuild
-        elif peer.beat.models != beat.models:
-            self._views.clear()  # views are per model
         peer.take(beat, now, self.expiry_s)
+        if joined:
+            self._joined(peer)
         return peer
 
     def _expired(self, peer: Peer, now: float) -> bool:
@@ -155,24 +156,37 @@ class PeerTable:
 
         The view holds the half with the most free room by their last heartbeat (room x prefill speed)
         and a random sample of the rest, so load spreads and every peer is looked at now and then. It
-        is rebuilt when older than `max_age_s` (default `refresh_s`): the agent's heartbeat loop
-        rebuilds it every `refresh_s`, and requests accept one twice that old, so the sort stays off the
-        request path.
+        is rebuilt when older than `max_age_s` (default `refresh_s`). Requests use `candidates`, which
+        never sorts: a rebuild is the agent's to do between requests.
         """
         now = time.monotonic() if now is None else now
         built = self._views.get(model)
         if built is not None and now - built[0] < (self.refresh_s if max_age_s is None else max_age_s):
-            # the view's peers all serve the model (a change of models clears the views); per request
-            # only what a beat or a failure changes is checked, inline: this runs for every candidate
-            last = self._last_heard
-            return [
-                p
-                for p in built[1]
-                if p.healthy
-                and not p.suspended
-                and not p.gone
-                and (now - p.received <= p.silence_s or now - last > p.silence_s)
-            ]
+            return self._usable_in(built[1], now)
+        return self._rebuild(model, now)
+
+    def candidates(self, model: str, now: float) -> tuple[list[Peer], bool]:
+        """A request's candidates: the current view, filtered, and whether it is due a rebuild (the
+        caller schedules one after the request). Only a model never looked at is built on the spot."""
+        built = self._views.get(model)
+        if built is None:
+            return self._rebuild(model, now), False
+        return self._usable_in(built[1], now), now - built[0] >= self.refresh_s
+
+    def _usable_in(self, view: list[Peer], now: float) -> list[Peer]:
+        # a view's peers all serve its model (a change of models drops the peer from the views); per
+        # request only what a beat or a failure changes is checked, inline: this runs for every candidate
+        last = self._last_heard
+        return [
+            p
+            for p in view
+            if p.healthy
+            and not p.suspended
+            and not p.gone
+            and (now - p.received <= p.silence_s or now - last > p.silence_s)
+        ]
+
+    def _rebuild(self, model: str, now: float) -> list[Peer]:
         of_model = [p for p in self.alive() if model in p.models]
         usable = [p for p in of_model if self._usable(p, model, now)]
         if len(usable) <= self.view_size:
@@ -185,3 +199,14 @@ class PeerTable:
         view = usable[:best] + self._rng.sample(usable[best:], self.view_size - best)
         self._views[model] = (now, view)
         return view
+
+    def _joined(self, peer: Peer) -> None:
+        """A newcomer (or a peer with new models) is a candidate at once in a view with room for it;
+        a full view takes it at its next rebuild, which is then due."""
+        for model, (built, view) in list(self._views.items()):
+            if peer in view:
+                view = [p for p in view if p is not peer]
+            if model in peer.models and len(view) < self.view_size:
+                self._views[model] = (built, [*view, peer])
+            else:
+                self._views[model] = (-math.inf if model in peer.models else built, view)
