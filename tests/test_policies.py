@@ -178,3 +178,29 @@ def test_load_policy_by_name_and_by_path() -> None:
     assert load_policy("wwwserve.policies.default:DefaultPolicy").name == "default"
     with pytest.raises(ValueError):
         load_policy("nope")
+
+
+def test_a_request_served_locally_never_builds_its_candidates_states() -> None:
+    """The candidates' states are built on first look: serving locally with room costs no O(k) work."""
+    from wwwserve.agent.dispatch import CandidateStates
+
+    builds: list[str] = []
+
+    class Source:
+        def peer_states(self, model: str, exclude: set[str], probes: list[int]) -> list[PeerState]:
+            builds.append(model)
+            return [peer("a", cached_tokens=64)]
+
+    short = req(slo_ms=2000, cacheable_tokens=0)  # no checkpoint block: no peer can hold its prefix
+    served_here = decide(short, own(), CandidateStates(Source(), "m", set(), []))  # type: ignore[arg-type]
+    assert served_here == Accept() and builds == []
+    full = decide(short, own(running=2, queue_limit=0), CandidateStates(Source(), "m", set(), []))  # type: ignore[arg-type]
+    assert full == Forward("a") and builds == ["m"]
+
+
+def test_a_peer_is_not_asked_about_a_prefix_we_already_hold_all_of() -> None:
+    """No peer can hold more of a prompt than its advertised checkpoints: then the local slot is ours."""
+    holder = peer("a", cached_tokens=256, prefill_tps=100_000.0)
+    r = req(prompt_tokens=300, cacheable_tokens=256)
+    assert decide(r, own(cached_tokens=0), [holder]) == Forward("a")
+    assert decide(r, own(cached_tokens=256), [holder]) == Accept()

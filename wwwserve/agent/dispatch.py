@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import structlog
 from nats.aio.msg import Msg
@@ -32,7 +33,7 @@ from wwwserve.protocol import subjects
 from wwwserve.protocol.codec import Codec, decode, detect
 from wwwserve.protocol.headers import Routing, routing_from_headers
 from wwwserve.protocol.messages import CompletionRequest, parse_request
-from wwwserve.protocol.prefix import block_hashes, checkpoints, matched_tokens
+from wwwserve.protocol.prefix import BLOCK_TOKENS, CHECKPOINT, block_hashes, checkpoints, matched_tokens
 
 if TYPE_CHECKING:
     from wwwserve.agent.agent import Agent
@@ -84,6 +85,38 @@ def _fill_peer_state(st: PeerState, p: Peer, view: LedgerView) -> None:
     st.stake = view.stakes.get(b.name, 0.0)
     st.reputation = routing_factor(view, b.name)
     st.accepting = b.accepting
+
+
+class CandidateStates(Sequence[PeerState]):
+    """The candidates' policy states for one decision, built on first look: a policy that serves
+    locally without looking at its peers (the common case in a network with room) costs no O(k) work."""
+
+    __slots__ = ("_args", "_dispatcher", "_states")
+
+    def __init__(self, dispatcher: Dispatcher, model: str, exclude: set[str], probes: list[int]) -> None:
+        self._dispatcher = dispatcher
+        self._args = (model, exclude, probes)
+        self._states: list[PeerState] | None = None
+
+    def _built(self) -> list[PeerState]:
+        if self._states is None:
+            self._states = self._dispatcher.peer_states(*self._args)
+        return self._states
+
+    def __len__(self) -> int:
+        return len(self._built())
+
+    @overload
+    def __getitem__(self, i: int) -> PeerState: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[PeerState]: ...
+
+    def __getitem__(self, i: int | slice) -> PeerState | Sequence[PeerState]:
+        return self._built()[i]
+
+    def __iter__(self) -> Iterator[PeerState]:
+        return iter(self._built())
 
 
 class Dispatcher:
@@ -214,7 +247,9 @@ class Dispatcher:
             await agent.nc.publish(msg.reply, final[0], headers=final[1])
             log.info("request.duplicate", provider=agent.name, request_id=request_id, state="finished")
 
-    def _request_info(self, req: CompletionRequest, model: str, routing: Routing) -> RequestInfo:
+    def _request_info(
+        self, req: CompletionRequest, model: str, routing: Routing, probes: list[int]
+    ) -> RequestInfo:
         own_user = routing.origin == self.agent.name or (not routing.origin and routing.hops == 0)
         return RequestInfo(
             model=model,
@@ -226,6 +261,7 @@ class Dispatcher:
             slo_ms=float(req.slo_ms) if req.slo_ms else None,
             slo_ttft_ms=float(req.slo_ttft_ms) if req.slo_ttft_ms else None,
             max_price=req.max_price,
+            cacheable_tokens=len(probes) * CHECKPOINT * BLOCK_TOKENS,
         )
 
     def own_state(self, probes: list[int] | None = None) -> OwnState:
@@ -296,10 +332,9 @@ class Dispatcher:
             # CPU time of this thread: what a decision costs, without the time other processes on a
             # busy machine took the core away in between (wall time is what `perf_counter` would add)
             t0 = time.thread_time_ns()
-            info = self._request_info(req, model, routing)
-            decision = agent.policy.decide(
-                info, self.own_state(probes), self.peer_states(model, tried, probes), agent.rng
-            )
+            info = self._request_info(req, model, routing, probes)
+            peers = CandidateStates(self, model, tried, probes)  # built if the policy looks at them
+            decision = agent.policy.decide(info, self.own_state(probes), peers, agent.rng)
             agent.stats.decision_us.append((time.thread_time_ns() - t0) / 1000.0)
             if isinstance(decision, Accept):
                 await self._serve(req, model, routing, writer, received, watchdog)

@@ -44,6 +44,15 @@ async def _round_trips(nc: NATS, subject: str, payload: bytes, n: int) -> list[f
     return out
 
 
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far, from /proc; None where there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _rate(nc: NATS, subject: str, payload: bytes, workers: int, seconds: float) -> float:
     done = 0
     end = time.perf_counter() + seconds
@@ -115,14 +124,25 @@ async def run_overhead(n: int = 2000, workers: int = 32, seconds: float = 5.0) -
         await wait_for_providers(leaf.url, {"agent"}, timeout=30)
         nc = await nats.connect(leaf.url)
         payload = msgpack.packb({"prompt": "hello there", "max_tokens": 1})
-        targets = {"echo": ECHO_SUBJECT, "agent": request_subject(MODEL)}
+        targets = {"agent": request_subject(MODEL), "echo": ECHO_SUBJECT}  # the order of `procs`
         for subject in targets.values():  # warm up both paths
             await _round_trips(nc, subject, payload, 200)
         rtt: dict[str, list[float]] = {k: [] for k in targets}
         for _ in range(4):  # interleave blocks so drift hits both equally
             for k, subject in targets.items():
                 rtt[k] += await _round_trips(nc, subject, payload, n // 4)
-        rate = {k: await _rate(nc, s, payload, workers, seconds) for k, s in targets.items()}
+        rate: dict[str, float] = {}
+        cpu_us: dict[str, float | None] = {}
+        for (k, subject), proc in zip(targets.items(), procs, strict=True):
+            before = _cpu_s(proc.pid)
+            t = time.perf_counter()
+            rate[k] = await _rate(nc, subject, payload, workers, seconds)
+            after = _cpu_s(proc.pid)
+            served = rate[k] * (time.perf_counter() - t)
+            # the responder's own CPU per request: on a shared 2-core machine a steadier figure than the rate
+            cpu_us[k] = None
+            if before is not None and after is not None and served > 0:
+                cpu_us[k] = round((after - before) / served * 1e6, 1)
         await nc.close()
         # The same agent seen from a client on the hub: one leafnode hop each way.
         hub_nc = await nats.connect(hub.url)
@@ -146,6 +166,7 @@ async def run_overhead(n: int = 2000, workers: int = 32, seconds: float = 5.0) -
             "p50_ms": round(percentile(rtt[k], 50), 3),
             "p99_ms": round(percentile(rtt[k], 99), 3),
             "rate_rps": round(rate[k], 1),
+            "cpu_us_per_request": cpu_us[k],
         }
     out["agent_via_hub"] = {
         "p50_ms": round(percentile(via_hub, 50), 3),

@@ -23,6 +23,10 @@ class RequestInfo:
     slo_ms: float | None = None  # the end-to-end latency the user hopes for (soft)
     slo_ttft_ms: float | None = None  # the time to first token the user hopes for (soft)
     max_price: float | None = None
+    # of the prompt, the tokens any provider could advertise as cached (its checkpoint blocks): no peer
+    # can hold more of the prefix than this, so with own.cached_tokens >= it nobody needs asking (None:
+    # not known, ask them all)
+    cacheable_tokens: int | None = None
 
 
 # Server states are built fresh for every decision (one per candidate): plain slotted dataclasses, three

@@ -94,6 +94,8 @@ class DefaultPolicy:
         """Whether a peer with room holds more of the prompt and would answer clearly sooner."""
         if local is None:
             return True
+        if req.cacheable_tokens is not None and req.cacheable_tokens <= own.cached_tokens:
+            return False  # no peer can hold more of this prompt than we do (its states are not even built)
         for p in peers:
             if p.cached_tokens <= own.cached_tokens or not self._peer_room(p):
                 continue
