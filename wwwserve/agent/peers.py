@@ -37,12 +37,14 @@ class Peer:
 
     def take(self, beat: Heartbeat, now: float, expiry_s: float) -> None:
         """Adopt a newer heartbeat: fresh load, nothing sent since, chosen again if it was suspended."""
-        if self.beat.prefix_filter != beat.prefix_filter or self.received < 0:
+        first = self.received < 0
+        if first or self.beat.prefix_filter != beat.prefix_filter:
             self.prefix_filter = PrefixFilter.decode(beat.prefix_filter)  # unchanged: no decoding again
+        if first or self.beat.models != beat.models:
+            self.models = frozenset(beat.models)
         self.beat = beat
         self.received = now
         self.name = beat.name
-        self.models = frozenset(beat.models)
         self.healthy = beat.healthy
         self.silence_s = max(expiry_s, 3.0 * beat.interval_s)  # a slow beater (big network): 3 intervals
         self.sent_since_beat = 0
