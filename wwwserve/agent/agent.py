@@ -282,7 +282,7 @@ class Agent:
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` as a task the agent tracks: drain waits for it, shutdown cancels it."""
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
