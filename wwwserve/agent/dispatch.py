@@ -67,24 +67,19 @@ def peer_state(p: Peer, view: LedgerView, probes: list[int] | None, now: float |
     return st
 
 
+# what a peer's policy state copies from its heartbeat, field for field
+_BEAT_FIELDS = (
+    "name", "capacity", "running", "queued", "queue_limit", "prefill_tps", "prefill_backlog",
+    "prefill_busy", "tpot_ms", "ttft_ms", "latency_ms", "network_share", "price", "accepting",
+)  # fmt: skip
+
+
 def _fill_peer_state(st: PeerState, p: Peer, view: LedgerView) -> None:
     b = p.beat
-    st.name = b.name
-    st.capacity = b.capacity
-    st.running = b.running
-    st.queued = b.queued
-    st.queue_limit = b.queue_limit
-    st.prefill_tps = b.prefill_tps
-    st.prefill_backlog = b.prefill_backlog
-    st.prefill_busy = b.prefill_busy
-    st.tpot_ms = b.tpot_ms
-    st.ttft_ms = b.ttft_ms
-    st.latency_ms = b.latency_ms
-    st.network_share = b.network_share
-    st.price = b.price
+    for field in _BEAT_FIELDS:
+        setattr(st, field, getattr(b, field))
     st.stake = view.stakes.get(b.name, 0.0)
     st.reputation = routing_factor(view, b.name)
-    st.accepting = b.accepting
 
 
 class CandidateStates(Sequence[PeerState]):
