@@ -96,12 +96,12 @@ class Agent:
                 queued=lambda: self.slots.queued,
                 tokens_per_s=self.stats.tokens_per_s,
                 peers=lambda: len(self.peers.alive()),
-                accepting=lambda: 1.0 if self._accepting and not self._draining else 0.0,
+                accepting=lambda: 1.0 if self.accepting else 0.0,
             )
         )
         self.credits = Credits(self)
         self.duels = Duels(self)
-        self.unhealthy_until = 0.0  # monotonic time until which the engine counts as unhealthy
+        self._unhealthy_until = 0.0
         self._was_healthy = True
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ class Agent:
     async def _subscribe(self) -> None:
         self._accepting = getattr(self.policy, "joins_queue_group", True)
         await self._sync_membership()
-        direct = self._spawn_handler(direct=True)
+        direct = self._spawn_handler()
 
         async def unknown_models_only(msg: Msg) -> None:
             # served models arrive through the micro service's endpoints; this answers the rest
@@ -214,7 +214,7 @@ class Agent:
                     ms.sub = await self.nc.subscribe(
                         f"{subjects.REQUEST_PREFIX}.{tok}",
                         queue=subjects.QUEUE_GROUP,
-                        cb=self._spawn_handler(direct=False),
+                        cb=self._spawn_handler(),
                     )
                 elif not want and ms.sub is not None:
                     sub, ms.sub = ms.sub, None
@@ -251,17 +251,24 @@ class Agent:
         self._changed.set()
 
     @property
+    def accepting(self) -> bool:
+        """In the llm.request queue groups and not leaving them."""
+        return self._accepting and not self._draining
+
+    @property
     def draining(self) -> bool:
         """Shutting down: finishing what it has, taking nothing new (new work is forwarded or refused)."""
         return self._draining
 
-    def engine_healthy(self) -> bool:
-        """The engine answers (its own health) and has not stalled within the cool-down."""
-        return self.engine.load().healthy and time.monotonic() >= self.unhealthy_until
+    def engine_healthy(self, load: EngineLoad | None = None) -> bool:
+        """The engine answers (its own health, from `load` when the caller has just read it) and has not
+        stalled within the cool-down."""
+        healthy = (load or self.engine.load()).healthy
+        return healthy and time.monotonic() >= self._unhealthy_until
 
     def mark_engine_unhealthy(self, reason: str) -> None:
         """An engine fault: stop taking work for the cool-down, then try again."""
-        self.unhealthy_until = time.monotonic() + self.settings.unhealthy_cooldown_s
+        self._unhealthy_until = time.monotonic() + self.settings.unhealthy_cooldown_s
         self.log.warning("engine.unhealthy", reason=reason)
         self._check_health()
 
@@ -286,11 +293,11 @@ class Agent:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _spawn_handler(self, direct: bool) -> Callable[[Msg], Awaitable[None]]:
+    def _spawn_handler(self) -> Callable[[Msg], Awaitable[None]]:
         async def on_msg(msg: Msg) -> None:
             assert self._dispatcher is not None
             tok = msg.subject.rsplit(".", 1)[-1]
-            self.spawn(self._dispatcher.handle(msg, tok, direct))
+            self.spawn(self._dispatcher.handle(msg, tok))
 
         return on_msg
 
@@ -341,7 +348,7 @@ class Agent:
             queue_limit=self.slots.queue_limit,
             running=self.slots.running,
             queued=self.slots.queued,
-            accepting=self._accepting and not self._draining,
+            accepting=self.accepting,
             healthy=self.engine_healthy() and not self._draining,
             ttft_ms=round(s.ttft_ms.value, 2),
             latency_ms=round(s.latency_ms.value, 2),

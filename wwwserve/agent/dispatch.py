@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, TypeAlias, overload
 
 import structlog
 from nats.aio.msg import Msg
@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from wwwserve.agent.peers import Peer
 from wwwserve.agent.relay import RECEIPT_HEADER, relay
 from wwwserve.agent.replies import ReplyWriter
+from wwwserve.agent.requests import Active
 from wwwserve.agent.watchdog import Watchdog
 from wwwserve.engines.base import prompt_text
 from wwwserve.errors import (
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from wwwserve.agent.agent import Agent
 
 log = structlog.get_logger(__name__)
+
+# a retry's earlier handling: the request still running, or the final message (body, headers) it sent
+Earlier: TypeAlias = Active | tuple[bytes, dict[str, str]]
 
 
 def estimate_prompt_tokens(req: CompletionRequest) -> int:
@@ -134,7 +138,7 @@ class Dispatcher:
             min_price=s.min_price,
         )
 
-    async def handle(self, msg: Msg, tok: str, direct: bool) -> None:
+    async def handle(self, msg: Msg, tok: str) -> None:
         """Answer one request message with a result or an explicit error, before its deadline."""
         agent = self.agent
         received = time.monotonic()
@@ -151,8 +155,9 @@ class Dispatcher:
             codec = writer.codec = detect(msg.data, hdrs)
             routing = routing_from_headers(hdrs, agent.settings.default_timeout_s)
             writer.request_id = routing.request_id
-            if self._is_duplicate(msg, routing.request_id):
-                await self._answer_duplicate(msg, routing.request_id, writer, hdrs)
+            earlier = self._earlier(msg, routing.request_id)
+            if earlier is not None:
+                await self._answer_duplicate(msg, earlier, writer, hdrs)
                 return
             agent.requests.begin(routing.request_id, task, writer)
             writer.on_final = partial(agent.requests.remember, routing.request_id)
@@ -213,34 +218,31 @@ class Dispatcher:
                 watchdog.close()
             agent.requests.end(writer.request_id, task)
 
-    def _is_duplicate(self, msg: Msg, request_id: str) -> bool:
-        """Whether this id is being served or was served recently (checked without an await)."""
+    def _earlier(self, msg: Msg, request_id: str) -> Earlier | None:
+        """A retry's earlier handling: the one running, or the final message of a recent one (no await)."""
         if not msg.reply:
-            return False
+            return None
         active = self.agent.requests.active.get(request_id)
         if active is not None and not active.task.done():
-            return True
-        return self.agent.requests.recent(request_id) is not None
+            return active
+        return self.agent.requests.recent(request_id)
 
     async def _answer_duplicate(
-        self, msg: Msg, request_id: str, writer: ReplyWriter, hdrs: dict[str, str]
+        self, msg: Msg, earlier: Earlier, writer: ReplyWriter, hdrs: dict[str, str]
     ) -> None:
         """A retry of a request we are serving or served: never serve it twice (docs/reliability.md)."""
         agent = self.agent
-        active = agent.requests.active.get(request_id)
-        if active is not None and not active.task.done():
+        if isinstance(earlier, Active):
             if hdrs.get(h.WANT_ACK) == "true":
                 await writer.ack()
-            if active.writer.delivered:
+            if earlier.writer.delivered:
                 await writer.error(BackendError("this request is already streaming to another inbox"))
             else:
-                active.writer.inbox = msg.reply  # the running work now answers the retry
-            log.info("request.duplicate", provider=agent.name, request_id=request_id, state="running")
+                earlier.writer.inbox = msg.reply  # the running work now answers the retry
+            log.info("request.duplicate", provider=agent.name, request_id=writer.request_id, state="running")
             return
-        final = agent.requests.recent(request_id)
-        if final is not None:
-            await agent.nc.publish(msg.reply, final[0], headers=final[1])
-            log.info("request.duplicate", provider=agent.name, request_id=request_id, state="finished")
+        await agent.nc.publish(msg.reply, earlier[0], headers=earlier[1])
+        log.info("request.duplicate", provider=agent.name, request_id=writer.request_id, state="finished")
 
     def _request_info(
         self, req: CompletionRequest, model: str, routing: Routing, probes: list[int]
@@ -263,17 +265,17 @@ class Dispatcher:
         """This agent's state for the policy (`probes`: the request's prefix checkpoints); the same
         object each time, its changing fields refreshed (policies keep none of what they are given)."""
         a, st = self.agent, self._own
-        load = a.engine.load()  # once: engine_healthy() and Agent.load() would each read it again
+        load = a.load()  # read once, for the speeds and for the health
         stats = a.stats
         st.running = a.slots.running
         st.queued = a.slots.queued
         st.prefill_tps = load.prefill_tps or stats.prefill_tps.value
-        st.prefill_backlog = load.prefill_backlog + a.accepted_prefill
+        st.prefill_backlog = load.prefill_backlog
         st.prefill_busy = load.prefill_busy
         st.tpot_ms = load.tpot_ms or stats.tpot_ms.value
         st.ttft_ms = stats.ttft_ms.value
         st.latency_ms = stats.latency_ms.value
-        st.healthy = load.healthy and not a.draining and time.monotonic() >= a.unhealthy_until
+        st.healthy = a.engine_healthy(load) and not a.draining
         st.cached_tokens = matched_tokens(load.prefix_filter, probes) if probes else 0
         return st
 
@@ -286,19 +288,7 @@ class Dispatcher:
             # the sort of a new view waits until this request's step is over: never on its path
             self._rebuilding.add(model)
             asyncio.get_running_loop().call_soon(self._rebuild_view, model)
-        states = []
-        for p in candidates:  # peer_state() inlined for the common case: k candidates per request
-            if p.name in exclude:
-                continue
-            st = p.state
-            if st is None or p.state_version != view.version:
-                st = peer_state(p, view, probes, now)
-            else:
-                st.age_s = now - p.received
-                st.cached_tokens = matched_tokens(p.prefix_filter, probes) if probes else 0
-                st.sent_since_beat = p.sent_since_beat
-            states.append(st)
-        return states
+        return [peer_state(p, view, probes, now) for p in candidates if p.name not in exclude]
 
     def _rebuild_view(self, model: str) -> None:
         self._rebuilding.discard(model)

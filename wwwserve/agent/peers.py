@@ -164,7 +164,7 @@ class PeerTable:
         now = time.monotonic() if now is None else now
         built = self._views.get(model)
         if built is not None and now - built[0] < (self.refresh_s if max_age_s is None else max_age_s):
-            return self._usable_in(built[1], now)
+            return [p for p in built[1] if self._usable(p, model, now)]
         return self._rebuild(model, now)
 
     def candidates(self, model: str, now: float) -> tuple[list[Peer], bool]:
@@ -173,20 +173,7 @@ class PeerTable:
         built = self._views.get(model)
         if built is None:
             return self._rebuild(model, now), False
-        return self._usable_in(built[1], now), now - built[0] >= self.refresh_s
-
-    def _usable_in(self, view: list[Peer], now: float) -> list[Peer]:
-        # a view's peers all serve its model (a change of models drops the peer from the views); per
-        # request only what a beat or a failure changes is checked, inline: this runs for every candidate
-        last = self._last_heard
-        return [
-            p
-            for p in view
-            if p.healthy
-            and not p.suspended
-            and not p.gone
-            and (now - p.received <= p.silence_s or now - last > p.silence_s)
-        ]
+        return [p for p in built[1] if self._usable(p, model, now)], now - built[0] >= self.refresh_s
 
     def _rebuild(self, model: str, now: float) -> list[Peer]:
         of_model = [p for p in self.alive() if model in p.models]

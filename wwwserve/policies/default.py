@@ -105,13 +105,17 @@ class DefaultPolicy:
                 return True
         return False
 
+    def _limits(self, req: RequestInfo) -> tuple[float, float]:
+        """The most e2e and TTFT an option may take to meet the user's SLOs (with the safety margin)
+        and the deadline."""
+        m = self.slo_margin
+        e2e = req.remaining_ms if req.slo_ms is None else min(req.remaining_ms, req.slo_ms * m)
+        return e2e, math.inf if req.slo_ttft_ms is None else req.slo_ttft_ms * m
+
     def _meets(self, req: RequestInfo, est: Estimate) -> bool:
         """Whether an estimate meets the user's SLOs (with the safety margin) and the deadline."""
-        if est.e2e_ms > req.remaining_ms:
-            return False
-        if req.slo_ms is not None and est.e2e_ms > req.slo_ms * self.slo_margin:
-            return False
-        return req.slo_ttft_ms is None or est.ttft_ms <= req.slo_ttft_ms * self.slo_margin
+        e2e, ttft = self._limits(req)
+        return est.e2e_ms <= e2e and est.ttft_ms <= ttft
 
     def decide(
         self, req: RequestInfo, own: OwnState, peers: Sequence[PeerState], rng: random.Random
@@ -133,27 +137,18 @@ class DefaultPolicy:
         if local is not None:
             options.append((None, local, self._prefix_bonus(req, own)))
         if can_forward:
-            # the hot loop of every decision (k candidates): the helpers above, inlined
-            hop_ms, stale, max_price = self.hop_ms, self.staleness_ms_per_s, req.max_price
-            bonus, scale = self.stake_bonus, self.stake_scale
             for p in peers:
-                sent = p.sent_since_beat
-                if p.running + p.queued + sent >= math.ceil((p.capacity + p.queue_limit) * p.network_share):
-                    continue  # no room left for peers' requests (_peer_room)
-                if max_price is not None and p.price > max_price:
+                if not self._peer_room(p):
                     continue
-                est = estimate(req, p, extra_load=sent, hop_ms=hop_ms + stale * p.age_s, prefix=pa)
-                trust = (1.0 + bonus * p.stake / (p.stake + scale)) * max(1e-9, p.reputation)  # _trust
-                if pa and p.cached_tokens > 0:
-                    trust *= self._prefix_bonus(req, p)
-                options.append((p.name, est, trust))
+                if req.max_price is not None and p.price > req.max_price:
+                    continue
+                hop = self.hop_ms + self.staleness_ms_per_s * p.age_s
+                est = estimate(req, p, extra_load=p.sent_since_beat, hop_ms=hop, prefix=pa)
+                options.append((p.name, est, self._trust(p) * self._prefix_bonus(req, p)))
         if not options:
             return Reject("overloaded", f"{own.name} and its peers are full for {req.model}")
 
-        # _meets for every option, its two limits computed once
-        m = self.slo_margin
-        e2e_limit = req.remaining_ms if req.slo_ms is None else min(req.remaining_ms, req.slo_ms * m)
-        ttft_limit = math.inf if req.slo_ttft_ms is None else req.slo_ttft_ms * m
+        e2e_limit, ttft_limit = self._limits(req)  # _meets for every option, the limits computed once
         meeting = [o for o in options if o[1].e2e_ms <= e2e_limit and o[1].ttft_ms <= ttft_limit]
         if meeting:
             weights = [trust / max(1.0, est.e2e_ms) ** self.sharpness for _, est, trust in meeting]
