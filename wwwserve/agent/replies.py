@@ -13,6 +13,7 @@ from wwwserve.errors import WWWServeError
 from wwwserve.protocol import headers as h
 from wwwserve.protocol.codec import Codec, decode, encode
 from wwwserve.protocol.messages import ErrorBody, StreamChunk
+from wwwserve.protocol.publish import publish
 
 log = structlog.get_logger(__name__)
 
@@ -62,16 +63,14 @@ class ReplyWriter:
     async def ack(self) -> None:
         """Tell the requester who is now responsible, so it can watch that provider's heartbeats."""
         if self.inbox:
-            await self.nc.publish(
-                self.inbox, b"", headers={h.ACK: self.provider, h.REQUEST_ID: self.request_id}
-            )
+            await publish(self.nc, self.inbox, b"", {h.ACK: self.provider, h.REQUEST_ID: self.request_id})
 
     async def chunk(self, delta: str) -> None:
         """Send one stream chunk."""
         if self.done or not self.inbox:
             return
         body = StreamChunk(seq=self.seq, delta=delta).model_dump()
-        await self.nc.publish(self.inbox, encode(body, self.codec), headers=self._headers())
+        await publish(self.nc, self.inbox, encode(body, self.codec), self._headers())
         self.seq += 1
         self.delivered = True
 
@@ -88,7 +87,7 @@ class ReplyWriter:
         hdrs = self._headers(final=True)
         if self.extra_final_headers:
             hdrs.update(self.extra_final_headers)
-        await self.nc.publish(self.inbox, data, headers=hdrs)
+        await publish(self.nc, self.inbox, data, hdrs)
         self.delivered = True
         self.result = (self.provider, reply["text"])
         if self.on_final is not None:
@@ -107,7 +106,7 @@ class ReplyWriter:
         )
         hdrs = self._headers(status=err.status, final=True)
         hdrs[h.ERROR] = err.code
-        await self.nc.publish(self.inbox, encode(body.model_dump(), self.codec), headers=hdrs)
+        await publish(self.nc, self.inbox, encode(body.model_dump(), self.codec), hdrs)
 
     async def relay(self, data: bytes, headers: dict[str, str] | None) -> None:
         """Pass on a message from the peer we forwarded to, keeping our own numbering."""
@@ -116,7 +115,7 @@ class ReplyWriter:
         hdrs = dict(headers or {})
         final = hdrs.get(h.FINAL) == "true"
         hdrs[h.SEQ] = str(self.seq)
-        await self.nc.publish(self.inbox, data, headers=hdrs)
+        await publish(self.nc, self.inbox, data, hdrs)
         self.seq += 1
         if hdrs.get(h.STATUS, "200") == "200":
             self.delivered = True

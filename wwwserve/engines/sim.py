@@ -27,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import itertools
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
@@ -238,6 +239,8 @@ class SimEngine:
         self.preemptions = 0
         self.clock_slip_s = 0.0  # model time lost because this process's event loop ran late
         self._started = time.monotonic()
+        self._idle: EngineLoad | None = None
+        self._idle = self.load() if self._instant else None
 
     async def start(self) -> None:
         """Start the engine loop."""
@@ -269,6 +272,8 @@ class SimEngine:
     def load(self) -> EngineLoad:
         """What vLLM exposes: running, waiting, KV-cache usage; plus the speeds of the timing model."""
         running = self._running
+        if self._idle is not None and not self.prompt_tokens and not running and not self._waiting:
+            return self._idle  # an instant engine serving requests never queues nor caches anything
         n = max(1, len(running))
         ctx = sum(s.context for s in running) if running else 0
         return EngineLoad(
@@ -493,7 +498,10 @@ class SimEngine:
         )
         words = _words(rng, corrupt)
         if self._instant:  # no hardware to obey: answer at once, as cheaply as possible
-            return _stream(_instant_ready(request.max_tokens), words, prompt_tokens, request.stop_list())
+            stops = request.stop_list()
+            if stops:
+                return _stream(_instant_ready(request.max_tokens), words, prompt_tokens, stops)
+            return _instant_answer(words, request.max_tokens, prompt_tokens)
         return self._generate(request, text, prompt_tokens, words)
 
     async def _generate(
@@ -531,6 +539,23 @@ def _words(rng: _SplitMix, corrupt: bool) -> Iterator[str]:
     """The answer's words, endlessly: drawn from the vocabulary, or junk for a corrupted answer."""
     while True:
         yield rng.choice(_WORDS) if not corrupt else "".join(rng.choice(_JUNK) for _ in range(5))
+
+
+async def _instant_answer(
+    words: Iterator[str], max_tokens: int, prompt_tokens: int, chunk: int = 64
+) -> AsyncGenerator[Delta, None]:
+    """An instant engine's answer without stop sequences: `chunk` words per delta, yielding to the
+    event loop in between (one generator: this is all an instant engine costs a request)."""
+    for start in range(0, max_tokens, chunk):
+        n = min(chunk, max_tokens - start)
+        piece = " ".join(itertools.islice(words, n))
+        if start:
+            await asyncio.sleep(0)
+            piece = " " + piece
+        if start + n >= max_tokens:
+            yield Delta(piece, "length", prompt_tokens, max_tokens)
+            return
+        yield Delta(piece)
 
 
 async def _instant_ready(max_tokens: int, chunk: int = 64) -> AsyncIterator[tuple[int, bool]]:
