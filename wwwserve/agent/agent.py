@@ -334,6 +334,8 @@ class Agent:
     def load(self) -> EngineLoad:
         """The engine's load, with the prompts accepted here but still waiting for a slot as backlog."""
         load = self.engine.load()
+        if not self.accepted_prefill:
+            return load
         return load._replace(prefill_backlog=load.prefill_backlog + self.accepted_prefill)
 
     def heartbeat(self) -> Heartbeat:

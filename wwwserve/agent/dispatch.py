@@ -401,8 +401,8 @@ class Dispatcher:
                 "provider": agent.name,
                 "model": model,
                 "hops": routing.hops,
-                "ttft_ms": round((first - received) * 1000, 3),
-                "latency_ms": round((done - received) * 1000, 3),
+                "ttft_ms": round((first - received) * 1e6) / 1000,  # µs resolution (round(x, 3) costs 4x)
+                "latency_ms": round((done - received) * 1e6) / 1000,
             }
         )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from wwwserve.agent.replies import ReplyWriter
@@ -31,7 +30,7 @@ class RequestRegistry:
         self.ttl_s = ttl_s
         self.active: dict[str, Active] = {}
         self.cancelled: set[str] = set()
-        self._recent: OrderedDict[str, tuple[float, bytes, dict[str, str]]] = OrderedDict()
+        self._recent: dict[str, tuple[float, bytes, dict[str, str]]] = {}
 
     def begin(self, request_id: str, task: asyncio.Task[None], writer: ReplyWriter) -> None:
         """Register the handling of `request_id`."""
@@ -46,10 +45,11 @@ class RequestRegistry:
 
     def remember(self, request_id: str, data: bytes, headers: dict[str, str]) -> None:
         """Keep the final message of a finished request for retries that come late."""
-        self._recent[request_id] = (time.monotonic() + self.ttl_s, data, headers)
-        self._recent.move_to_end(request_id)
-        while len(self._recent) > self.keep:
-            self._recent.popitem(last=False)
+        recent = self._recent
+        recent.pop(request_id, None)  # a dict keeps insertion order: the oldest entry is the first
+        recent[request_id] = (time.monotonic() + self.ttl_s, data, headers)
+        if len(recent) > self.keep:
+            del recent[next(iter(recent))]
 
     def recent(self, request_id: str) -> tuple[bytes, dict[str, str]] | None:
         """The remembered final message of `request_id`, if it has not expired."""
