@@ -2,9 +2,10 @@
 
 `asyncio.timeout` around the request plus one around each engine delta cost three timers per request
 and one per token (each a Python context manager, a heap push and a cancel: ~15 µs of a ~200 µs
-request, measured). Here a request arms one timer at the nearer of its two limits; progress only
-writes a timestamp, and when the timer fires it re-arms if the engine moved meanwhile, or cancels the
-request's task and says why (`fired`). Most requests end before either limit: one arm, one cancel.
+request, measured). Here a request arms one timer, due at its deadline or after `stall_s`, whichever
+is nearer; progress only writes a timestamp, and when the timer fires it re-arms if the engine moved
+meanwhile (or has not started yet), or cancels the request's task and says why (`fired`). Most
+requests end before either limit: one arm, one cancel.
 """
 
 from __future__ import annotations
@@ -31,15 +32,16 @@ class Watchdog:
         self.watching = False  # the engine is generating: its silence counts
         self.progress = math.inf  # loop time of the engine's last sign of life
         self.fired: Reason | None = None
-        self._handle: asyncio.TimerHandle | None = loop.call_at(deadline, self._check)
+        # due at the nearer limit a request can have: the engine starts soon, and the check re-arms
+        # for what is left (one timer per request instead of one more when the engine starts)
+        self._handle: asyncio.TimerHandle | None = loop.call_at(
+            min(deadline, loop.time() + stall_s), self._check
+        )
 
     def engine_started(self) -> None:
         """The engine has the request now: from here, silence longer than `stall_s` is a stall."""
         self.progress = self._loop.time()
         self.watching = True
-        if self._handle is not None and self.progress + self._stall_s < self._deadline:
-            self._handle.cancel()
-            self._handle = self._loop.call_at(self.progress + self._stall_s, self._check)
 
     def tick(self) -> None:
         """The engine produced something: it is alive."""
@@ -56,7 +58,9 @@ class Watchdog:
         elif self.watching and now - self.progress >= self._stall_s:
             self._fire("stall")
         else:
-            due = self._deadline if not self.watching else min(self._deadline, self.progress + self._stall_s)
+            # waiting (a slot, a peer): look again in `stall_s`, in case the engine starts meanwhile
+            last = self.progress if self.watching else now
+            due = min(self._deadline, last + self._stall_s)
             self._handle = self._loop.call_at(due, self._check)
 
     def _fire(self, reason: Reason) -> None:
