@@ -92,4 +92,5 @@ def routing_from_headers(headers: dict[str, str] | None, default_timeout_s: floa
     if len(rid) > MAX_REQUEST_ID_CHARS:
         raise BadRequest(f"{REQUEST_ID} has {len(rid)} characters; at most {MAX_REQUEST_ID_CHARS} allowed")
     # positional: a NamedTuple built from keywords costs twice as much
-    return Routing(rid or new_request_id(), hops, deadline, h.get(ORIGIN, ""), h.get(VERSION, PROTOCOL_VERSION))
+    origin, version = h.get(ORIGIN, ""), h.get(VERSION, PROTOCOL_VERSION)
+    return Routing(rid or new_request_id(), hops, deadline, origin, version)
