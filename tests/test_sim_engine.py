@@ -120,3 +120,27 @@ async def test_timed_and_instant_engines_give_the_same_answer_and_stop() -> None
     assert (a[-1].finish_reason, a[-1].completion_tokens) == (b[-1].finish_reason, b[-1].completion_tokens)
     assert a[-1].finish_reason == "stop"
     await timed.close()
+
+
+async def test_load_is_cached_only_while_nothing_moves() -> None:
+    """`load()` is read per request and per beat: the same answer until a submit, a step or a cache change."""
+    engine = SimEngine(SimOptions(decode_tpot_ms=5, prefill_tps=1000))
+    idle = engine.load()
+    assert engine.load() is idle
+    seq = engine.submit(100, 4, [11, 12, 13, 14, 15, 16, 17])
+    queued = engine.load()
+    assert (queued.waiting, queued.prefill_backlog) == (1, 100)
+    step = engine.plan_step()
+    assert step is not None and engine.load().running == 1
+    engine.finish_step(step)
+    stepped = engine.load()
+    assert stepped.prefill_busy > 0 and stepped.prefill_backlog < 100 and stepped is not queued
+    while not seq.done:
+        step = engine.plan_step()
+        assert step is not None
+        engine.finish_step(step)
+    done = engine.load()
+    assert (done.running, done.waiting, done.prefill_backlog) == (0, 0, 0)
+    assert done.prefix_filter is not None and 14 in done.prefix_filter  # the checkpoint block is advertised
+    engine.prefix_cache.insert([21, 22, 23, 24])
+    assert 24 in engine.load().prefix_filter  # type: ignore[operator]

@@ -56,6 +56,8 @@ _DEFAULT_BW_EFF = 0.70
 _MAX_DEBT_S = 0.05  # a late event loop is caught up by at most this much (then simulated time slips)
 _UNBOUNDED_CACHE_BLOCKS = 65536  # prefix cache size when no KV limit is modelled
 
+_BUSY_WINDOW_S = 5.0  # prefill_busy's look-back
+
 
 class _SplitMix:
     """splitmix64: a tiny deterministic generator, far cheaper to seed than random.Random."""
@@ -239,8 +241,8 @@ class SimEngine:
         self.preemptions = 0
         self.clock_slip_s = 0.0  # model time lost because this process's event loop ran late
         self._started = time.monotonic()
-        self._idle: EngineLoad | None = None
-        self._idle = self.load() if self._instant else None
+        self._changes = 0  # bumped by whatever moves a request in the engine: `load()` is cached on it
+        self._load: tuple[tuple[int, int], float, EngineLoad] | None = None  # (key, valid until, load)
 
     async def start(self) -> None:
         """Start the engine loop."""
@@ -270,13 +272,20 @@ class SimEngine:
     # ---- what the engine reports ----------------------------------------------------------------------
 
     def load(self) -> EngineLoad:
-        """What vLLM exposes: running, waiting, KV-cache usage; plus the speeds of the timing model."""
+        """What vLLM exposes: running, waiting, KV-cache usage; plus the speeds of the timing model.
+
+        Read for every request and every heartbeat, and unchanged between engine steps: computed again
+        only after a submit, a step or a prefix-cache change, or when a prefill leaves the busy window
+        (an idle engine's load is one comparison; cold, that halves a local dispatch decision)."""
+        key = (self._changes, self.prefix_cache.version)
+        cached = self._load
+        now = time.monotonic()
+        if cached is not None and cached[0] == key and now < cached[1]:
+            return cached[2]
         running = self._running
-        if self._idle is not None and not self.prompt_tokens and not running and not self._waiting:
-            return self._idle  # an instant engine serving requests never queues nor caches anything
         n = max(1, len(running))
         ctx = sum(s.context for s in running) if running else 0
-        return EngineLoad(
+        load = EngineLoad(
             running=len(running),
             waiting=len(self._waiting),
             prefill_tps=self._prefill_tps,
@@ -291,8 +300,11 @@ class SimEngine:
             prefix_filter=self.prefix_cache.advertised() if self.prefix_cache.capacity else None,
             prefix_hit_rate=self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None,
         )
+        window = self._busy_window  # prefill_busy() dropped what had left it: valid until the oldest leaves
+        self._load = (key, window[0][0] + _BUSY_WINDOW_S if window else math.inf, load)
+        return load
 
-    def prefill_busy(self, window_s: float = 5.0) -> float:
+    def prefill_busy(self, window_s: float = _BUSY_WINDOW_S) -> float:
         """Share of the last `window_s` seconds the engine spent on prefill (decodes wait meanwhile)."""
         now = time.monotonic()
         while self._busy_window and self._busy_window[0][0] < now - window_s:
@@ -417,6 +429,7 @@ class SimEngine:
 
     def plan_step(self) -> Step | None:
         """Schedule the next step (None: nothing can run); `finish_step` applies it after `duration_s`."""
+        self._changes += 1
         self._drop_cancelled()
         while self._running or self._waiting:
             decodes, chunks = self._schedule()
@@ -434,6 +447,7 @@ class SimEngine:
     def finish_step(self, step: Step) -> list[_Seq]:
         """The step's time has passed: apply it; the sequences that made a token."""
         self.steps += 1
+        self._changes += 1
         if step.chunks:
             prefill_tokens = sum(n for _, n in step.chunks)
             share = prefill_tokens / (prefill_tokens + len(step.decodes))
@@ -458,6 +472,7 @@ class SimEngine:
         is computed, as vLLM does, to sample the first output token).
         """
         seq = _Seq(prompt_tokens, max_tokens, prompt_tokens, hashes or [])
+        self._changes += 1
         self.prompt_tokens += prompt_tokens
         if hashes and self.prefix_cache.capacity:
             seq.cached = min(self.prefix_cache.match(hashes) * BLOCK_TOKENS, prompt_tokens - 1)
