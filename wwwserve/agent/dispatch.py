@@ -305,19 +305,21 @@ class Dispatcher:
         watchdog: Watchdog,
     ) -> None:
         agent = self.agent
+        probes = checkpoints(block_hashes(prompt_text(req)))  # the prefix's advertised blocks
+        info = self._request_info(req, model, routing, probes)  # what the policy knows of the request
         if routing.hops > 0 and routing.origin and not agent.settings.serve_without_credit:
-            cost = agent.settings.price * (estimate_prompt_tokens(req) + req.max_tokens)
+            cost = agent.settings.price * (info.prompt_tokens + req.max_tokens)
             if agent.credits.ledger.view.spendable(routing.origin) < cost:
                 raise Overloaded(
                     f"{agent.name} serves peers with credit only; {routing.origin} lacks {cost:.2f}"
                 )
         tried: set[str] = {routing.origin} if routing.hops > 0 else set()  # never bounce back
-        probes = checkpoints(block_hashes(prompt_text(req)))  # the prefix's advertised blocks
         while True:
-            # CPU time of this thread: what a decision costs, without the time other processes on a
-            # busy machine took the core away in between (wall time is what `perf_counter` would add)
+            # A decision (the request's description above is built once per request): own state,
+            # candidates' states when looked at, the policy. CPU time of this thread: what it costs,
+            # without the time other processes on a busy machine took the core away in between
             t0 = time.thread_time_ns()
-            info = self._request_info(req, model, routing, probes)
+            info.remaining_ms = routing.remaining_s() * 1000.0  # a retry after a failed forward has less
             peers = CandidateStates(self, model, tried, probes)  # built if the policy looks at them
             decision = agent.policy.decide(info, self.own_state(probes), peers, agent.rng)
             agent.stats.decision_us.append((time.thread_time_ns() - t0) / 1000.0)
