@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from wwwserve.agent.watchdog import Watchdog
 
 
@@ -37,22 +39,18 @@ async def _guarded(
     return outcome[0], loop.time() - start
 
 
-async def test_a_request_within_both_limits_is_left_alone() -> None:
-    said, _ = await _guarded(deadline_s=2.0, stall_s=0.3, wait_s=0.05, ticks=10, tick_s=0.05)
-    assert said is None
-
-
-async def test_the_deadline_cancels_a_request_that_keeps_producing() -> None:
-    said, at = await _guarded(deadline_s=0.5, stall_s=0.3, wait_s=0.0, ticks=100, tick_s=0.05)
-    assert said == "deadline" and 0.45 <= at < 0.9
-
-
-async def test_waiting_longer_than_the_stall_limit_is_not_a_stall() -> None:
-    said, _ = await _guarded(deadline_s=3.0, stall_s=0.2, wait_s=0.5, ticks=3, tick_s=0.05)
-    assert said is None
-
-
-async def test_an_engine_that_starts_late_and_goes_silent_is_caught_in_time() -> None:
+# (deadline_s, stall_s, wait_s, ticks, tick_s) -> what the watchdog says, and within which seconds
+CASES = {
+    "within both limits: left alone": ((2.0, 0.3, 0.05, 10, 0.05), None, (0.0, 2.0)),
+    "produces past the deadline: cancelled": ((0.5, 0.3, 0.0, 100, 0.05), "deadline", (0.45, 0.9)),
+    "waits longer than the stall limit: not a stall": ((3.0, 0.2, 0.5, 3, 0.05), None, (0.0, 3.0)),
     # the timer was re-armed while the request waited; the silence after the start still counts
-    said, at = await _guarded(deadline_s=5.0, stall_s=0.2, wait_s=0.3, ticks=1, tick_s=2.0)
-    assert said == "stall" and 0.45 <= at < 1.0
+    "starts late, then silent: a stall, in time": ((5.0, 0.2, 0.3, 1, 2.0), "stall", (0.45, 1.0)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+async def test_the_watchdog_says_what_happened_and_when(case: str) -> None:
+    args, expected, (earliest, latest) = CASES[case]
+    said, at = await _guarded(*args)
+    assert said == expected and earliest <= at < latest, (said, at)
