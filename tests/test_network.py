@@ -112,6 +112,22 @@ async def test_bad_input_gets_an_error_reply_with_its_code(
     assert len(body.get("request_id") or "") <= 128 and len(m.headers.get(h.REQUEST_ID, "")) <= 128
 
 
+async def test_a_retry_of_a_finished_request_gets_the_same_answer_not_a_second_run(two: LocalNetwork) -> None:
+    """A late retry (same request id) is answered from the remembered final message, byte for byte."""
+    nc = await nats.connect(two.providers["p1"].url)
+    try:
+        ask = {h.REQUEST_ID: "retry-1"}
+        subject = direct_subject("p1", MODEL)
+        first = await nc.request(subject, b'{"prompt":"hi again","max_tokens":5}', timeout=5, headers=ask)
+        served = two.providers["p1"].agent.stats.served
+        again = await nc.request(subject, b'{"prompt":"hi again","max_tokens":5}', timeout=5, headers=ask)
+    finally:
+        await nc.close()
+    assert first.headers[h.STATUS] == "200" and json.loads(first.data)["text"]
+    assert again.data == first.data and again.headers == first.headers
+    assert two.providers["p1"].agent.stats.served == served
+
+
 async def test_direct_subject_for_unserved_model_says_unknown_model(two: LocalNetwork) -> None:
     nc = await nats.connect(two.hub_url)
     try:

@@ -35,6 +35,7 @@ from wwwserve.protocol.codec import Codec, decode, detect
 from wwwserve.protocol.headers import Routing, routing_from_headers
 from wwwserve.protocol.messages import CompletionRequest, parse_request
 from wwwserve.protocol.prefix import BLOCK_TOKENS, CHECKPOINT, block_hashes, checkpoints, matched_tokens
+from wwwserve.protocol.publish import publish
 
 if TYPE_CHECKING:
     from wwwserve.agent.agent import Agent
@@ -241,7 +242,7 @@ class Dispatcher:
                 earlier.writer.inbox = msg.reply  # the running work now answers the retry
             log.info("request.duplicate", provider=agent.name, request_id=writer.request_id, state="running")
             return
-        await agent.nc.publish(msg.reply, earlier[0], headers=earlier[1])
+        await publish(agent.nc, msg.reply, earlier[0], earlier[1])  # as the first answer went out
         log.info("request.duplicate", provider=agent.name, request_id=writer.request_id, state="finished")
 
     def _request_info(
