@@ -75,6 +75,7 @@ class Agent:
         self._queue_subs: dict[str, _ModelSub] = {t: _ModelSub(m) for t, m in self.models.items()}
         self._other_subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # once running (get_running_loop is a syscall)
         self.requests = RequestRegistry()
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -123,6 +124,7 @@ class Agent:
 
     async def run(self) -> None:
         """Connect, serve until `stop()`, then drain: leave the queue groups, finish in-flight, exit."""
+        self._loop = asyncio.get_running_loop()
         await self.engine.start()
         try:
             self._nc = await nats.connect(
@@ -289,7 +291,7 @@ class Agent:
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` as a task the agent tracks: drain waits for it, shutdown cancels it."""
-        task = asyncio.get_running_loop().create_task(coro)
+        task = (self._loop or asyncio.get_running_loop()).create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -32,7 +32,7 @@ from wwwserve.policies.base import Accept, Forward, OwnState, PeerState, Reject,
 from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
 from wwwserve.protocol.codec import Codec, decode, detect
-from wwwserve.protocol.headers import Routing, routing_from_headers
+from wwwserve.protocol.headers import RequestIds, Routing, routing_from_headers
 from wwwserve.protocol.messages import CompletionRequest, parse_request
 from wwwserve.protocol.prefix import BLOCK_TOKENS, CHECKPOINT, block_hashes, checkpoints, matched_tokens
 from wwwserve.protocol.publish import publish
@@ -44,6 +44,11 @@ log = structlog.get_logger(__name__)
 
 # a retry's earlier handling: the request still running, or the final message (body, headers) it sent
 Earlier: TypeAlias = Active | tuple[bytes, dict[str, str]]
+
+# At most one decision per this many seconds is timed: `thread_time_ns` is a system call (vDSO clocks
+# cannot read a thread's CPU time), two per request cost more than the policy they timed under load;
+# at the swarm's rates every decision is still timed.
+DECISION_TIMING_GAP_S = 0.001
 
 
 def estimate_prompt_tokens(req: CompletionRequest) -> int:
@@ -124,6 +129,10 @@ class Dispatcher:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        # read once: asyncio's `get_running_loop` and `current_task()` make a getpid system call each
+        self._loop = asyncio.get_running_loop()
+        self._new_id = RequestIds()  # names the requests that come without an id (plain `nats req`)
+        self._next_timed = 0.0  # monotonic time from which the next decision is timed
         self._rebuilding: set[str] = set()  # models whose candidate view is due and scheduled
         s = agent.settings
         # this agent's state as the policy sees it: one object, its changing fields refreshed per request
@@ -146,7 +155,7 @@ class Dispatcher:
         hdrs = msg.headers or {}
         rid = h.request_id_from_headers(hdrs)
         writer = ReplyWriter(agent.nc, msg.reply or None, Codec.JSON, rid, agent.name)
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)
         assert task is not None  # handlers run as the agent's tasks (Agent.spawn)
         watchdog: Watchdog | None = None
         try:
@@ -154,7 +163,7 @@ class Dispatcher:
                 limit = agent.settings.max_request_bytes
                 raise BadRequest(f"payload of {len(msg.data)} bytes exceeds the limit of {limit}")
             codec = writer.codec = detect(msg.data, hdrs)
-            routing = routing_from_headers(hdrs, agent.settings.default_timeout_s)
+            routing = routing_from_headers(hdrs, agent.settings.default_timeout_s, self._new_id)
             writer.request_id = routing.request_id
             earlier = self._earlier(msg, routing.request_id)
             if earlier is not None:
@@ -178,7 +187,7 @@ class Dispatcher:
                 raise BadRequest(
                     f"max_tokens {req.max_tokens} exceeds the context length of {model} ({context} tokens)"
                 )
-            loop = asyncio.get_running_loop()
+            loop = self._loop
             watchdog = Watchdog(loop, task, loop.time() + remaining, agent.settings.engine_stall_s)
             try:
                 await self._dispatch(msg, req, model, routing, writer, received, watchdog)
@@ -288,7 +297,7 @@ class Dispatcher:
         if due and model not in self._rebuilding:
             # the sort of a new view waits until this request's step is over: never on its path
             self._rebuilding.add(model)
-            asyncio.get_running_loop().call_soon(self._rebuild_view, model)
+            self._loop.call_soon(self._rebuild_view, model)
         return [peer_state(p, view, probes, now) for p in candidates if p.name not in exclude]
 
     def _rebuild_view(self, model: str) -> None:
@@ -317,13 +326,18 @@ class Dispatcher:
         tried: set[str] = {routing.origin} if routing.hops > 0 else set()  # never bounce back
         while True:
             # A decision (the request's description above is built once per request): own state,
-            # candidates' states when looked at, the policy. CPU time of this thread: what it costs,
-            # without the time other processes on a busy machine took the core away in between
-            t0 = time.thread_time_ns()
+            # candidates' states when looked at, the policy. Timed (on a sample, DECISION_TIMING_GAP_S)
+            # in CPU time of this thread: what it costs, without the time other processes on a busy
+            # machine took the core away in between
+            timed = received >= self._next_timed
+            if timed:
+                self._next_timed = received + DECISION_TIMING_GAP_S
+                t0 = time.thread_time_ns()
             info.remaining_ms = routing.remaining_s() * 1000.0  # a retry after a failed forward has less
             peers = CandidateStates(self, model, tried, probes)  # built if the policy looks at them
             decision = agent.policy.decide(info, self.own_state(probes), peers, agent.rng)
-            agent.stats.decision_us.append((time.thread_time_ns() - t0) / 1000.0)
+            if timed:
+                agent.stats.decision_us.append((time.thread_time_ns() - t0) / 1000.0)
             if isinstance(decision, Accept):
                 await self._serve(req, model, routing, writer, received, watchdog)
                 return
