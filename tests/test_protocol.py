@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from wwwserve.errors import BadRequest
 from wwwserve.protocol.codec import Codec, decode, detect, encode
-from wwwserve.protocol.headers import DEADLINE, HOPS, routing_from_headers
+from wwwserve.protocol.headers import DEADLINE, HOPS, REQUEST_ID, RequestIds, routing_from_headers
 from wwwserve.protocol.messages import parse_request
 from wwwserve.protocol.subjects import check_provider_name, model_token, request_subject
 
@@ -96,3 +96,12 @@ def test_routing_defaults_and_errors() -> None:
         routing_from_headers({HOPS: "-1"}, 5.0)
     with pytest.raises(BadRequest):
         routing_from_headers({DEADLINE: "soon"}, 5.0)
+
+
+def test_batched_request_ids_are_distinct_url_safe_and_fill_only_missing_ids() -> None:
+    ids = RequestIds()
+    made = [ids() for _ in range(3 * RequestIds.PER_BATCH + 7)]  # across batch boundaries
+    assert len(set(made)) == len(made)
+    assert all(len(i) == 22 and i.replace("-", "a").replace("_", "a").isalnum() for i in made)
+    assert routing_from_headers(None, 5.0, ids).request_id not in made
+    assert routing_from_headers({REQUEST_ID: "mine"}, 5.0, ids).request_id == "mine"
