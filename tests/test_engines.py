@@ -58,7 +58,7 @@ async def test_sim_stop_sequences_cut_the_answer() -> None:
     req = CompletionRequest(prompt="x", max_tokens=50)
     text = "".join([d.text async for d in engine.generate(req, "m")])
     word = text.split()[3]
-    cut = [d async for d in engine.generate(req.model_copy(update={"stop": [word]}), "m")]
+    cut = [d async for d in engine.generate(req.replace(stop=[word]), "m")]
     assert cut[-1].finish_reason == "stop" and word not in "".join(d.text for d in cut)
 
 

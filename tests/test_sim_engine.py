@@ -113,7 +113,7 @@ async def test_timed_and_instant_engines_give_the_same_answer_and_stop() -> None
     full = [d async for d in instant.generate(req, "m")]
     text = "".join(d.text for d in full)
     assert "".join([d.text async for d in timed.generate(req, "m")]) == text
-    stop = req.model_copy(update={"stop": [text.split()[7]]})
+    stop = req.replace(stop=[text.split()[7]])
     a = [d async for d in instant.generate(stop, "m")]
     b = [d async for d in timed.generate(stop, "m")]
     assert "".join(d.text for d in a) == "".join(d.text for d in b)

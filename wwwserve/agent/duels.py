@@ -151,7 +151,7 @@ class Duels:
             return
         self.started += 1
         duel_id = f"{request_id}-duel"
-        body = req.model_copy(update={"stream": False}).model_dump(exclude_none=True)
+        body = req.replace(stream=False).to_wire()
         routing = Routing(duel_id, 1, now_ms() + int(DUEL_TIMEOUT_S * 1000), agent.name)
         headers = {**routing.to_headers(), h.CONTENT_TYPE: Codec.MSGPACK.value}
         reply, receipt = await self._ask(

@@ -54,7 +54,7 @@ async def judge(
 ) -> Judgement:
     """Compare two answers to `req` with this judge's own engine."""
     if replayable(req):
-        own = await _generate(engine, req.model_copy(update={"stream": False}), model)
+        own = await _generate(engine, req.replace(stream=False), model)
         return Judgement(similarity(own, answer_a), similarity(own, answer_b), "replay")
     votes = {"a": 0.0, "b": 0.0}
     question = prompt_text(req)

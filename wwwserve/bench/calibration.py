@@ -180,7 +180,7 @@ async def engine_cost(concurrent: int = 200, seconds: float = 10.0) -> dict[str,
     async def user(i: int) -> None:
         nonlocal served
         while time.monotonic() < stop:
-            async for _ in engine.generate(req.model_copy(update={"seed": i * 100_000 + served}), "m"):
+            async for _ in engine.generate(req.replace(seed=i * 100_000 + served), "m"):
                 pass
             served += 1
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import glob
 import importlib.util
 import os
@@ -123,7 +124,7 @@ class EmbeddedEngine:
         def work() -> None:
             try:
                 if chat:
-                    msgs = [m.model_dump() for m in request.messages or []]
+                    msgs = [dataclasses.asdict(m) for m in request.messages or []]
                     it = llm.create_chat_completion(messages=msgs, **kwargs)
                     prompt_tokens = sum(
                         len(llm.tokenize(m["content"].encode(), add_bos=False)) + 4 for m in msgs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 from collections.abc import AsyncGenerator
@@ -179,7 +180,7 @@ class OpenAIEngine:
         if request.seed is not None:
             body["seed"] = request.seed
         if chat:
-            body["messages"] = [m.model_dump() for m in request.messages or []]
+            body["messages"] = [dataclasses.asdict(m) for m in request.messages or []]
         else:
             body["prompt"] = request.prompt
         path = "/v1/chat/completions" if chat else "/v1/completions"

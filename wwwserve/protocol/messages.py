@@ -2,41 +2,67 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
 
 from wwwserve.errors import BadRequest
 
 MAX_STOP = 4  # the OpenAI API's limit on stop sequences
 
+# A request is validated by pydantic at the boundary into a plain dataclass: every stage of a request's
+# path reads its fields, and a BaseModel's attribute reads go through its `__getattr__` hook (~30 reads
+# per request, ~450 instructions each, 4% of an agent's instructions per request). Strict types: JSON
+# and msgpack bodies are taken as they are, never coerced ("3" is not a number).
+_WIRE = ConfigDict(extra="forbid")
 
-class ChatMessage(BaseModel):
+
+@dataclass(config=_WIRE)
+class ChatMessage:
     """One turn of a chat, as in OpenAI's chat completions API."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str
+    content: StrictStr
 
 
-class CompletionRequest(BaseModel):
+@dataclass(config=_WIRE)
+class CompletionRequest:
     """An OpenAI-shaped request: `prompt` (completion) or `messages` (chat), plus routing hints."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    model: str | None = Field(None, description="model name; defaults to the one in the subject")
-    prompt: str | None = None
+    model: StrictStr | None = Field(
+        default=None, description="model name; defaults to the one in the subject"
+    )
+    prompt: StrictStr | None = None
     messages: list[ChatMessage] | None = None
-    max_tokens: int = Field(64, ge=1, description="tokens to generate at most")
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stop: str | list[str] | None = Field(None, description=f"at most {MAX_STOP} stop sequences")
-    seed: int | None = None
-    stream: bool = False
-    slo_ms: int | None = Field(None, gt=0, description="end-to-end latency the user hopes for")
-    slo_ttft_ms: int | None = Field(None, gt=0, description="time to first token the user hopes for")
-    max_price: float | None = Field(None, ge=0.0, description="most credits per token the user pays")
+    max_tokens: StrictInt = Field(default=64, ge=1, description="tokens to generate at most")
+    temperature: StrictFloat = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: StrictFloat = Field(default=1.0, gt=0.0, le=1.0)
+    stop: StrictStr | list[StrictStr] | None = Field(
+        default=None, description=f"at most {MAX_STOP} stop sequences"
+    )
+    seed: StrictInt | None = None
+    stream: StrictBool = False
+    slo_ms: StrictInt | None = Field(default=None, gt=0, description="end-to-end latency the user hopes for")
+    slo_ttft_ms: StrictInt | None = Field(
+        default=None, gt=0, description="time to first token the user hopes for"
+    )
+    max_price: StrictFloat | None = Field(
+        default=None, ge=0.0, description="most credits per token the user pays"
+    )
 
     @field_validator("stop")
     @classmethod
@@ -60,6 +86,14 @@ class CompletionRequest(BaseModel):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def replace(self, **changes: Any) -> CompletionRequest:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The request as a body to send on (the fields that are set)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 class Usage(BaseModel):
@@ -143,13 +177,16 @@ _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a num
 _JSON_KINDS[type(None)] = "null"
 
 
+_REQUEST = TypeAdapter(CompletionRequest)  # the validator, built once
+
+
 def parse_request(obj: object) -> CompletionRequest:
     """Validate a decoded body, turning pydantic's errors into one readable BadRequest."""
     if not isinstance(obj, dict):
         kind = _JSON_KINDS.get(type(obj), type(obj).__name__)
         raise BadRequest(f"body must be an object (a JSON object or a msgpack map), got {kind}")
     try:
-        return CompletionRequest.model_validate(obj)
+        return _REQUEST.validate_python(obj)
     except ValidationError as exc:
         parts = []
         for err in exc.errors():
