@@ -34,8 +34,9 @@ class Watchdog:
         self.fired: Reason | None = None
         # due at the nearer limit a request can have: the engine starts soon, and the check re-arms
         # for what is left (one timer per request instead of one more when the engine starts)
+        soon = loop.time() + stall_s
         self._handle: asyncio.TimerHandle | None = loop.call_at(
-            min(deadline, loop.time() + stall_s), self._check
+            deadline if deadline < soon else soon, self._check
         )
 
     def engine_started(self) -> None:

@@ -46,9 +46,10 @@ def decode(data: bytes, codec: Codec) -> Any:
         raise BadRequest(f"body is not valid {codec.name.lower()}: {exc}") from exc
 
 
-def encode(obj: Any, codec: Codec) -> bytes:
-    """Serialize a body in the caller's codec."""
+def encode(obj: Any, codec: Codec, packer: msgpack.Packer | None = None) -> bytes:
+    """Serialize a body in the caller's codec (`packer`: a reusable `msgpack.Packer(use_bin_type=True)`,
+    for a caller that encodes per request: `packb` builds a new one per call)."""
     if codec is Codec.JSON:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    packed: bytes = (packer or msgpack.Packer(use_bin_type=True)).pack(obj)
     return packed
