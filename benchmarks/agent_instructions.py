@@ -1,7 +1,7 @@
 """Instructions an agent executes per request, counted by callgrind: a figure this noisy 2-core VM
 cannot move (its speed swings up to 2x within minutes; instruction counts repeat to ~1%).
 
-    python benchmarks/agent_instructions.py [--requests 4000] [--workers 32]
+    python benchmarks/agent_instructions.py [--requests 4000] [--workers 32] [--keep callgrind.out]
 
 Starts a nats-server and a `wwwserve provider` (instant sim engine, as `bench --overhead` runs it)
 under `valgrind --tool=callgrind` with instrumentation off; after a warm-up it turns counting on,
@@ -38,7 +38,7 @@ def _control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
 
 
-async def measure(requests: int, workers: int) -> int:
+async def measure(requests: int, workers: int, keep: Path | None = None) -> int:
     """Instructions per request of an agent serving `requests` from `workers` concurrent requesters."""
     work = Path(tempfile.mkdtemp(prefix="wwwserve-callgrind-"))
     port = free_port()
@@ -76,6 +76,8 @@ async def measure(requests: int, workers: int) -> int:
         await server.stop()
     dumps = sorted(work.glob("callgrind.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
     total = int(re.search(r"^summary: (\d+)", dumps[0].read_text(), re.M).group(1))  # type: ignore[union-attr]
+    if keep is not None:  # for callgrind_annotate (--inclusive=yes, --tree=caller)
+        shutil.copy(dumps[0], keep)
     shutil.rmtree(work, ignore_errors=True)
     return total // (requests // workers * workers)
 
@@ -85,10 +87,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--workers", type=int, default=32)
+    ap.add_argument("--keep", type=Path, help="copy the callgrind profile of the measured requests here")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind not found (Debian: apt-get install valgrind)")
-    print(f"instructions per request: {asyncio.run(measure(args.requests, args.workers)):,}")
+    print(f"instructions per request: {asyncio.run(measure(args.requests, args.workers, args.keep)):,}")
 
 
 if __name__ == "__main__":
