@@ -62,8 +62,8 @@ class ReplyWriter:
 
     def _headers(self, status: int = 200, final: bool = False) -> dict[str, str]:
         return {
-            h.CONTENT_TYPE: self.codec.value,
-            h.STATUS: str(status),
+            h.CONTENT_TYPE: self.codec._value_,  # the member's value without Enum's `value` property call
+            h.STATUS: "200" if status == 200 else str(status),
             h.SEQ: str(self.seq),
             h.FINAL: "true" if final else "false",
             h.REQUEST_ID: self.request_id,

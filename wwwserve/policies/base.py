@@ -83,6 +83,9 @@ class Accept:
     """Serve on this agent's own engine."""
 
 
+ACCEPT = Accept()  # the one Accept a policy needs (immutable): no object per request
+
+
 @dataclass(frozen=True)
 class Forward:
     """Send to this peer on its direct subject and relay its answer."""

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wwwserve.policies.base import (
-    Accept,
+    ACCEPT,
     Decision,
     Forward,
     OwnState,
@@ -127,11 +127,11 @@ class DefaultPolicy:
         can_forward = req.hops < own.max_hops and (own.forward or not req.own_user)
         cached_elsewhere = pa and can_forward and self._prefix_elsewhere(req, own, peers, local)
         if local is not None and own.load < own.capacity and self._meets(req, local) and not cached_elsewhere:
-            return Accept()
+            return ACCEPT
         if local is not None and req.hops > 0 and local.e2e_ms <= req.remaining_ms:
-            return Accept()  # a peer already chose us with the same heartbeats; bouncing it on helps nobody
+            return ACCEPT  # a peer already chose us with the same heartbeats; bouncing it on helps nobody
         if has_slo and local is not None and self._meets(req, local) and not cached_elsewhere:
-            return Accept()  # the user's SLO is met here, even if queued: no hop needed
+            return ACCEPT  # the user's SLO is met here, even if queued: no hop needed
 
         options: list[tuple[str | None, Estimate, float]] = []
         if local is not None:
@@ -163,4 +163,4 @@ class DefaultPolicy:
                     f"{req.remaining_ms:.0f} ms left)",
                 )
             choice = min(feasible or options, key=lambda o: o[1].e2e_ms)[0]
-        return Accept() if choice is None else Forward(choice)
+        return ACCEPT if choice is None else Forward(choice)

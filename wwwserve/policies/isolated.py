@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from wwwserve.policies.base import Accept, Decision, OwnState, PeerState, Reject, RequestInfo
+from wwwserve.policies.base import ACCEPT, Decision, OwnState, PeerState, Reject, RequestInfo
 
 
 class IsolatedPolicy:
@@ -20,5 +20,5 @@ class IsolatedPolicy:
         if not own.healthy:
             return Reject("backend_error", f"{own.name}'s engine is unhealthy")
         if own.load < own.capacity + own.queue_limit:
-            return Accept()
+            return ACCEPT
         return Reject("overloaded", f"{own.name} is full ({own.load} in, capacity {own.capacity})")
