@@ -160,3 +160,16 @@ def test_sessions_share_prefixes_and_grow_turn_by_turn(tmp_path: Path) -> None:
     assert len({" ".join(x.prompt.split()[:800]) for x in firsts}) <= 3  # tenants' system prompts
     plain = arrivals(load_scenario(write_scenario(tmp_path)))
     assert len({" ".join(x.prompt.split()[:16]) for x in plain}) == len(plain)  # no sessions: nothing shared
+
+
+async def test_overhead_bench_measures_the_agent_against_a_bare_responder() -> None:
+    from wwwserve.bench.overhead import run_overhead
+
+    res = await run_overhead(n=80, workers=4, seconds=1.0)  # the real run: 2,000 round trips, 32 workers, 5 s
+    for arm in ("agent", "echo"):
+        assert 0 < res[arm]["p50_ms"] <= res[arm]["p99_ms"]
+        assert res[arm]["rate_rps"] > 0 and res[arm]["cpu_us_per_request"] > 0
+    assert res["agent_via_hub"]["p50_ms"] > 0
+    assert res["p50_ratio"] == round(res["agent"]["p50_ms"] / res["echo"]["p50_ms"], 2)
+    assert res["rate_ratio"] == round(res["agent"]["rate_rps"] / res["echo"]["rate_rps"], 2)
+    assert (res["round_trips"], res["workers"], res["seconds"]) == (80, 4, 1.0)
