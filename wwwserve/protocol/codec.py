@@ -23,11 +23,13 @@ class Codec(str, Enum):
 
 def detect(data: bytes, headers: dict[str, str] | None) -> Codec:
     """How to read a body: the Content-Type header wins, else a msgpack map, else what looks like JSON."""
-    ctype = (headers or {}).get(CONTENT_TYPE, "").split(";")[0].strip().lower()
-    if ctype in (JSON, "text/json"):
-        return Codec.JSON
-    if ctype in (MSGPACK, "application/x-msgpack"):
-        return Codec.MSGPACK
+    ctype = headers.get(CONTENT_TYPE) if headers else None
+    if ctype:  # (a plain `nats req` sends none: no string work then)
+        ctype = ctype.split(";")[0].strip().lower()
+        if ctype in (JSON, "text/json"):
+            return Codec.JSON
+        if ctype in (MSGPACK, "application/x-msgpack"):
+            return Codec.MSGPACK
     first = data[:1]
     if first and (0x80 <= first[0] <= 0x8F or first[0] in (0xDE, 0xDF)):
         return Codec.MSGPACK  # a msgpack map, the only msgpack body a request can be
