@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from wwwserve.agent.dispatch import CandidateStates
+from wwwserve.agent.dispatch import CandidateStates, estimate_prompt_tokens
 from wwwserve.bench.swarm import MODEL, _start_agent
 from wwwserve.broker.config import HubConfig
 from wwwserve.broker.process import NatsServer, free_port
@@ -58,7 +58,7 @@ async def measure(decisions: int) -> dict[str, list[float]]:
         req = parse_request({"prompt": "swarm request 1 " + "word " * 60, "max_tokens": 16})
         routing = routing_from_headers({}, 15.0)
         probes = checkpoints(block_hashes(prompt_text(req)))
-        info = dispatcher._request_info(req, MODEL, routing, probes)
+        info = dispatcher._request_info(req, MODEL, routing, estimate_prompt_tokens(req), probes)
         buffers = [bytearray(4096) for _ in range(8192)]
         objects = [{"a": i} for i in range(200_000)]
         out: dict[str, list[float]] = {"warm": [], "cold": []}

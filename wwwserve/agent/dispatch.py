@@ -260,12 +260,12 @@ class Dispatcher:
         log.info("request.duplicate", provider=agent.name, request_id=writer.request_id, state="finished")
 
     def _request_info(
-        self, req: CompletionRequest, model: str, routing: Routing, probes: list[int]
+        self, req: CompletionRequest, model: str, routing: Routing, prompt_tokens: int, probes: list[int]
     ) -> RequestInfo:
         own_user = routing.origin == self.agent.name or (not routing.origin and routing.hops == 0)
         return RequestInfo(
             model=model,
-            prompt_tokens=estimate_prompt_tokens(req),
+            prompt_tokens=prompt_tokens,
             max_tokens=req.max_tokens,
             remaining_ms=routing.remaining_s() * 1000.0,
             hops=routing.hops,
@@ -320,14 +320,16 @@ class Dispatcher:
         watchdog: Watchdog,
     ) -> None:
         agent = self.agent
-        probes = checkpoints(block_hashes(prompt_text(req)))  # the prefix's advertised blocks
-        info = self._request_info(req, model, routing, probes)  # what the policy knows of the request
+        prompt_tokens = estimate_prompt_tokens(req)
         if routing.hops > 0 and routing.origin and not agent.settings.serve_without_credit:
-            cost = agent.settings.price * (info.prompt_tokens + req.max_tokens)
+            cost = agent.settings.price * (prompt_tokens + req.max_tokens)
             if agent.credits.ledger.view.spendable(routing.origin) < cost:
                 raise Overloaded(
                     f"{agent.name} serves peers with credit only; {routing.origin} lacks {cost:.2f}"
                 )
+        probes = checkpoints(block_hashes(prompt_text(req)))  # the prefix's advertised blocks
+        # what the policy knows of the request, built once (a decision after a failed forward reuses it)
+        info = self._request_info(req, model, routing, prompt_tokens, probes)
         tried: set[str] = {routing.origin} if routing.hops > 0 else set()  # never bounce back
         while True:
             # A decision (the request's description above is built once per request): own state,
@@ -344,7 +346,7 @@ class Dispatcher:
             if timed:
                 agent.stats.decision_us.append((time.thread_time_ns() - t0) / 1000.0)
             if isinstance(decision, Accept):
-                await self._serve(req, model, routing, writer, received, watchdog)
+                await self._serve(req, model, routing, writer, received, watchdog, prompt_tokens)
                 return
             if isinstance(decision, Reject):
                 raise error_from_wire(decision.code, decision.reason)
@@ -361,17 +363,17 @@ class Dispatcher:
         writer: ReplyWriter,
         received: float,
         watchdog: Watchdog,
+        estimated_prompt: int,
     ) -> None:
         agent = self.agent
         slots = agent.slots
         if not slots.try_take():
             # until the engine has it, its prompt is prefill work ahead of later requests (policy estimates)
-            waiting_prompt = estimate_prompt_tokens(req)
-            agent.accepted_prefill += waiting_prompt
+            agent.accepted_prefill += estimated_prompt
             try:
                 await slots.take()
             finally:
-                agent.accepted_prefill -= waiting_prompt
+                agent.accepted_prefill -= estimated_prompt
         try:  # the slots report their changes (heartbeats)
             started = time.monotonic()
             first: float | None = None
