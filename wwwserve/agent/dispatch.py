@@ -134,12 +134,12 @@ class Dispatcher:
         self._packer = msgpack.Packer(use_bin_type=True)  # reused for every reply body
         self._new_id = RequestIds()  # names the requests that come without an id (plain `nats req`)
         self._next_timed = 0.0  # monotonic time from which the next decision is timed
-        # read per request: plain attributes (a pydantic model's cost ~0.1 µs per read, through __getattr__)
-        self._max_bytes = agent.settings.max_request_bytes
-        self._timeout_s = agent.settings.default_timeout_s
-        self._stall_s = agent.settings.engine_stall_s
         self._rebuilding: set[str] = set()  # models whose candidate view is due and scheduled
         s = agent.settings
+        # read per request: plain attributes (a pydantic model's cost ~0.1 µs per read, through __getattr__)
+        self._max_bytes = s.max_request_bytes
+        self._timeout_s = s.default_timeout_s
+        self._stall_s = s.engine_stall_s
         # this agent's state as the policy sees it: one object, its changing fields refreshed per request
         self._own = OwnState(
             name=agent.name,

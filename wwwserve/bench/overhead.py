@@ -135,10 +135,11 @@ async def run_overhead(n: int = 2000, workers: int = 32, seconds: float = 5.0) -
             for k, subject in targets.items():
                 rtt[k] += await _round_trips(nc, subject, payload, n // 4)
         # The rates too in interleaved blocks: this VM's speed drifts within seconds, and one 5 s phase
-        # each put whole drifts between the two arms (the same code's ratio spread 0.36-0.53)
+        # each put whole drifts between the two arms (one version's ratio spread 0.36-0.53)
         served: dict[str, float] = {k: 0.0 for k in targets}
         elapsed: dict[str, float] = {k: 0.0 for k in targets}
-        cpu_s: dict[str, float | None] = {k: 0.0 for k in targets}
+        cpu_s: dict[str, float] = {k: 0.0 for k in targets}
+        cpu_known = True  # /proc was readable all along
         for _ in range(RATE_BLOCKS):
             for (k, subject), proc in zip(targets.items(), procs, strict=True):
                 before = _cpu_s(proc.pid)
@@ -146,16 +147,15 @@ async def run_overhead(n: int = 2000, workers: int = 32, seconds: float = 5.0) -
                 after = _cpu_s(proc.pid)
                 served[k] += done
                 elapsed[k] += took
-                spent = cpu_s[k]
-                cpu_s[k] = (
-                    None if spent is None or before is None or after is None else spent + after - before
-                )
+                if before is None or after is None:
+                    cpu_known = False
+                else:
+                    cpu_s[k] += after - before
         rate = {k: served[k] / elapsed[k] for k in targets}
         # the responder's own CPU per request: on a shared 2-core machine a steadier figure than the rate
         cpu_us: dict[str, float | None] = {}
         for k in targets:
-            spent = cpu_s[k]
-            cpu_us[k] = round(spent / served[k] * 1e6, 1) if spent is not None and served[k] > 0 else None
+            cpu_us[k] = round(cpu_s[k] / served[k] * 1e6, 1) if cpu_known and served[k] > 0 else None
         await nc.close()
         # The same agent seen from a client on the hub: one leafnode hop each way.
         hub_nc = await nats.connect(hub.url)

@@ -229,8 +229,7 @@ class SimEngine:
         self._free_blocks = self._total_blocks or 0
         cache_blocks = _UNBOUNDED_CACHE_BLOCKS if self._total_blocks is None else self._total_blocks
         self.prefix_cache = PrefixCache(cache_blocks if self.options.prefix_caching else 0)
-        # read per request: plain attributes (SimOptions is a pydantic model, its reads go through a hook)
-        self._corrupt = self.options.corrupt
+        # the context length, asked on every request, bounded by the KV cache once
         limit = self.options.context_length or None
         if cap is not None:
             limit = min(limit, cap) if limit else cap
@@ -510,8 +509,8 @@ class SimEngine:
         digest = hashlib.sha256(f"{model}\0{text}\0{request.seed}".encode()).digest()
         rng = _SplitMix(int.from_bytes(digest[:8], "little"))
         # a separate draw, so a cheater's honest answers are word for word an honest engine's
-        corrupt = self._corrupt > 0 and _SplitMix(int.from_bytes(digest[8:16], "little")).random() < (
-            self._corrupt
+        corrupt = self.options.corrupt > 0 and _SplitMix(int.from_bytes(digest[8:16], "little")).random() < (
+            self.options.corrupt
         )
         words = _words(rng, corrupt)
         if self._instant:  # no hardware to obey: answer at once, as cheaply as possible

@@ -53,5 +53,5 @@ def encode(obj: Any, codec: Codec, packer: msgpack.Packer | None = None) -> byte
     for a caller that encodes per request: `packb` builds a new one per call)."""
     if codec is Codec.JSON:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-    packed: bytes = (packer or msgpack.Packer(use_bin_type=True)).pack(obj)
+    packed: bytes = packer.pack(obj) if packer is not None else msgpack.packb(obj, use_bin_type=True)
     return packed
