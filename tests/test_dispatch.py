@@ -73,7 +73,8 @@ async def test_centralized_reference_scheduler_assigns_every_request(net: LocalN
         )
     served = Counter(r.provider for r in replies)
     assert served["p1"] == served["p2"] == 6, served
-    assert sum(sched.assigned.values()) == 12 and all(r.hops == 1 for r in replies)
+    assert sum(sched.assigned.values()) == 12 and all(r.hops == 0 for r in replies)  # assigned, not relayed
+    assert sched.finished == sched.assigned and not any(sched.in_flight.values())
 
 
 async def test_isolated_providers_serve_only_their_own_users(net: LocalNetwork) -> None:

@@ -126,9 +126,10 @@ class LocalNetwork:
             await self.wait_for_peers()
         return handle
 
-    async def start_scheduler(self) -> Scheduler:
-        """Start the centralized reference scheduler on the hub (for providers with policy centralized)."""
-        sched = Scheduler(SchedulerSettings(nats_url=self.hub_url))
+    async def start_scheduler(self, sched: Scheduler | None = None) -> Scheduler:
+        """Start the centralized reference scheduler on the hub (for providers with policy centralized);
+        `sched`: one built by the caller (its settings must name this hub)."""
+        sched = sched or Scheduler(SchedulerSettings(nats_url=self.hub_url))
         self.scheduler_task = asyncio.create_task(sched.run())
         await sched.wait_ready()
         self.scheduler = sched

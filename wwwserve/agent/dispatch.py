@@ -168,6 +168,9 @@ class Dispatcher:
                 limit = self._max_bytes
                 raise BadRequest(f"payload of {len(msg.data)} bytes exceeds the limit of {limit}")
             codec = writer.codec = detect(msg.data, hdrs)
+            reply_to = hdrs.get(h.REPLY_TO)
+            if reply_to is not None:  # assigned by a scheduler: the answer goes to its client
+                writer.control, writer.inbox = writer.inbox, subjects.check_reply_subject(reply_to)
             routing = routing_from_headers(hdrs, self._timeout_s, self._new_id)
             writer.request_id = routing.request_id
             earlier = self._earlier(msg, routing.request_id)
@@ -253,10 +256,11 @@ class Dispatcher:
             if earlier.writer.delivered:
                 await writer.error(BackendError("this request is already streaming to another inbox"))
             else:
-                earlier.writer.inbox = msg.reply  # the running work now answers the retry
+                earlier.writer.inbox = writer.inbox  # the running work now answers the retry
             log.info("request.duplicate", provider=agent.name, request_id=writer.request_id, state="running")
             return
-        await publish(agent.nc, msg.reply, earlier[0], earlier[1])  # as the first answer went out
+        if writer.inbox:
+            await publish(agent.nc, writer.inbox, earlier[0], earlier[1])  # as the first answer went out
         log.info("request.duplicate", provider=agent.name, request_id=writer.request_id, state="finished")
 
     def _request_info(

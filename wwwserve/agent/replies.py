@@ -24,6 +24,7 @@ class ReplyWriter:
 
     __slots__ = (
         "codec",
+        "control",
         "delivered",
         "done",
         "extra_final_headers",
@@ -59,6 +60,9 @@ class ReplyWriter:
         self.on_final: Callable[[str, bytes, dict[str, str]], None] | None = None
         self.extra_final_headers: dict[str, str] = {}  # e.g. the server's half of a receipt
         self.result: tuple[str, str] | None = None  # (provider, text) of a complete answer, once sent
+        # an assigning scheduler's inbox (`Wwwserve-Reply-To` requests): it gets the ack, an error that
+        # came before any content (to place the request elsewhere), and a notice when the request ends
+        self.control: str | None = None
 
     def _headers(self, status: int = 200, final: bool = False) -> dict[str, str]:
         return {
@@ -72,8 +76,15 @@ class ReplyWriter:
 
     async def ack(self) -> None:
         """Tell the requester who is now responsible, so it can watch that provider's heartbeats."""
-        if self.inbox:
-            await publish(self.nc, self.inbox, b"", {h.ACK: self.provider, h.REQUEST_ID: self.request_id})
+        to = self.control or self.inbox
+        if to:
+            await publish(self.nc, to, b"", {h.ACK: self.provider, h.REQUEST_ID: self.request_id})
+
+    async def _notice(self, status: str) -> None:
+        """Tell an assigning scheduler that the request ended (it counts its in-flight work exactly)."""
+        if self.control:
+            hdrs = {h.DONE: status, h.REQUEST_ID: self.request_id, h.PROVIDER: self.provider}
+            await publish(self.nc, self.control, b"", hdrs)
 
     async def chunk(self, delta: str) -> None:
         """Send one stream chunk."""
@@ -104,6 +115,8 @@ class ReplyWriter:
         self.result = (self.provider, reply["text"])
         if self.on_final is not None:
             self.on_final(self.request_id, data, hdrs)
+        if self.control:
+            await self._notice("200")
 
     async def error(self, err: WWWServeError) -> None:
         """Send an error reply (status header + {code, message}), which ends the stream."""
@@ -118,7 +131,15 @@ class ReplyWriter:
         )
         hdrs = self._headers(status=err.status, final=True)
         hdrs[h.ERROR] = err.code
-        await publish(self.nc, self.inbox, encode(body.model_dump(), self.codec, self.packer), hdrs)
+        data = encode(body.model_dump(), self.codec, self.packer)
+        if self.control and not self.delivered:
+            await publish(
+                self.nc, self.control, data, hdrs
+            )  # the scheduler places it elsewhere or passes it on
+            return
+        await publish(self.nc, self.inbox, data, hdrs)
+        if self.control:
+            await self._notice(err.code)
 
     async def relay(self, data: bytes, headers: dict[str, str] | None) -> None:
         """Pass on a message from the peer we forwarded to, keeping our own numbering."""
@@ -138,3 +159,5 @@ class ReplyWriter:
                 self.result = (str(body["provider"]), str(body["text"]))
             if self.on_final is not None:
                 self.on_final(self.request_id, data, hdrs)
+        if final and self.control:
+            await self._notice(hdrs.get(h.ERROR, "200"))

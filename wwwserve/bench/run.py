@@ -26,12 +26,16 @@ async def run_bench(path: Path, policies: list[str], json_out: bool, out: Path |
     todo = arrivals(scenario)
     console = Console(stderr=True)
     records: dict[str, list[Record]] = {}
+    measures: dict[str, dict[str, float]] = {}
     with Progress(console=console, transient=json_out) as progress:
         for policy in policies:
             task = progress.add_task(f"{scenario.name}: {policy}", total=len(todo))
             logs = out / "logs" / policy if out is not None else None
-            records[policy] = await run_policy(scenario, policy, todo, partial(progress.advance, task), logs)
-    results = {p: summarize(r, scenario.workload) for p, r in records.items()}
+            measures[policy] = {}
+            records[policy] = await run_policy(
+                scenario, policy, todo, partial(progress.advance, task), logs, measures[policy]
+            )
+    results = {p: {**summarize(r, scenario.workload), **measures[p]} for p, r in records.items()}
     if "isolated" in results:  # the reference's headline: best (and worst) ratio over the e2e sweep
         base = results["isolated"]["e2e_slo_curve"]
         for name, s in results.items():

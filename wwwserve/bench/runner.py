@@ -66,6 +66,17 @@ class _Procs:
             env=env,
         )
 
+    def cpu_s(self, name: str) -> float | None:
+        """CPU seconds (user + system) a running child has used so far; None where /proc cannot say."""
+        p = self.procs.get(name)
+        if p is None:
+            return None
+        try:
+            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def term(self, name: str) -> None:
         p = self.procs.get(name)
         if p is not None and p.poll() is None:
@@ -118,10 +129,13 @@ async def run_policy(
     arrivals: list[Arrival],
     progress: Callable[[], None] | None = None,
     logs_to: Path | None = None,
+    measures: dict[str, float] | None = None,
 ) -> list[Record]:
     """Replay `arrivals` against a fresh network where every provider runs `policy`.
 
     The processes' logs are copied to `logs_to` (when given) before the run's temp dir is removed.
+    `measures` receives what was measured beside the requests: the scheduler's CPU over the replay
+    (`scheduler_cpu_cores`, CPU seconds per wall second) under `centralized`.
     """
     w = scenario.workload
     workdir = Path(tempfile.mkdtemp(prefix=f"wwwserve-bench-{policy}-"))
@@ -158,6 +172,7 @@ async def run_policy(
         if w.slo_ttft_ms:
             body_extra["slo_ttft_ms"] = int(w.slo_ttft_ms)
         t0 = time.monotonic()
+        sched_cpu0 = procs.cpu_s("scheduler")
 
         async def lifecycle(p: ProviderSpec) -> None:
             if p.join_at_s > 0:
@@ -213,6 +228,9 @@ async def run_policy(
 
         life = [asyncio.create_task(lifecycle(p)) for p in scenario.providers]
         await asyncio.gather(*(send(a) for a in arrivals))
+        sched_cpu1 = procs.cpu_s("scheduler")
+        if measures is not None and sched_cpu0 is not None and sched_cpu1 is not None:
+            measures["scheduler_cpu_cores"] = round((sched_cpu1 - sched_cpu0) / (time.monotonic() - t0), 4)
         for t in life:
             t.cancel()
         for c in [hub_client, *clients.values()]:

@@ -24,6 +24,10 @@ FINAL = "Wwwserve-Final"  # "true" on the last message of a reply
 PROVIDER = "Wwwserve-Provider"  # who served
 WANT_ACK = "Wwwserve-Want-Ack"  # request: "true" asks for an ack message before the answer
 ACK = "Wwwserve-Ack"  # reply: names the provider now responsible for the request; empty body
+# An assigning scheduler's headers (the centralized reference, wwwserve/scheduler.py): the request says
+# where the answer goes (the client's inbox) while acks and the end notice go to its reply subject.
+REPLY_TO = "Wwwserve-Reply-To"  # request: send the answer's messages here, not to the reply subject
+DONE = "Wwwserve-Done"  # notice to the assigner: the request ended; "200" or the error code
 NATS_STATUS = "Status"  # set by nats-server itself, e.g. 503 no responders
 
 JSON = "application/json"

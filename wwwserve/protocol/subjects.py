@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import zlib
 
+from wwwserve.errors import BadRequest
+
 QUEUE_GROUP = "wwwserve"
 REQUEST_PREFIX = "llm.request"
 DIRECT_PREFIX = "llm.direct"
@@ -43,6 +45,16 @@ def check_provider_name(name: str) -> str:
     if not _NAME.match(name):
         raise ValueError(f"provider name {name!r} must match [A-Za-z0-9_-]{{1,64}}")
     return name
+
+
+_REPLY_SUBJECT = re.compile(r"^[^\s*>.]+(\.[^\s*>.]+)*$")  # tokens joined by dots, no wildcards
+
+
+def check_reply_subject(subject: str) -> str:
+    """Refuse a `Wwwserve-Reply-To` that cannot be published to (whitespace, wildcards, too long)."""
+    if len(subject) > 256 or not _REPLY_SUBJECT.match(subject):
+        raise BadRequest(f"Wwwserve-Reply-To {subject[:64]!r} is not a subject a reply can be sent to")
+    return subject
 
 
 def request_subject(model: str) -> str:
