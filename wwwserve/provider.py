@@ -38,7 +38,7 @@ def leaf_server(settings: ProviderSettings) -> NatsServer:
 
 async def run_provider(settings: ProviderSettings) -> None:
     """Run until SIGTERM/SIGINT; then drain the agent and stop the leaf node."""
-    engine = create_engine(settings.engine, settings.engine_url, settings.engine_opt)
+    engine = create_engine(settings.engine, settings.engine_url, settings.engine_opt, settings.model)
     policy = load_policy(settings.policy)
     agent = Agent(settings, engine, policy)  # locks the data directory before anything writes there
     leaf = None if settings.nats_url else leaf_server(settings)

@@ -111,7 +111,7 @@ class LocalNetwork:
         await leaf.start()
         await asyncio.sleep(0.05)
         s = ProviderSettings(name=name, nats_url=leaf.url, data_dir=self.workdir / name, **settings)
-        eng = engine_impl or create_engine(s.engine, s.engine_url, s.engine_opt)
+        eng = engine_impl or create_engine(s.engine, s.engine_url, s.engine_opt, s.model)
         agent = Agent(s, eng, load_policy(s.policy))
         task = asyncio.create_task(agent.run())
         ready = asyncio.create_task(agent.wait_ready())

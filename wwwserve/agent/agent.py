@@ -168,7 +168,9 @@ class Agent:
             self.log.info("agent.stopped", served=self.stats.served, forwarded=self.stats.forwarded)
 
     async def _subscribe(self) -> None:
-        self._accepting = getattr(self.policy, "joins_queue_group", True)
+        # an engine that is still starting (a supervised vLLM) joins once it is healthy (_check_health)
+        self._was_healthy = self.engine_healthy()
+        self._accepting = getattr(self.policy, "joins_queue_group", True) and self._was_healthy
         await self._sync_membership()
         direct = self._spawn_handler()
 
@@ -372,6 +374,7 @@ class Agent:
             seq=self._beat_seq,
             ts_ms=now_ms(),
             interval_s=round(self._keepalive, 2),
+            engine_state=load.state,
         )
 
     async def _publish_heartbeat(self, goodbye: bool = False) -> None:

@@ -38,6 +38,7 @@ class EngineLoad(NamedTuple):
     prefill_busy: float = 0.0  # share of recent engine time spent prefilling, 0..1 (stalls decodes)
     prefix_filter: PrefixFilter | None = None  # what its prefix cache holds (None: no prefix caching known)
     prefix_hit_rate: float | None = None  # the server's own prefix-cache hit rate (tokens), when exported
+    state: str = "ready"  # a supervised server's life: starting, ready, restarting, stopped
 
 
 class Engine(Protocol):

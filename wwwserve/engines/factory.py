@@ -5,8 +5,11 @@ from __future__ import annotations
 from wwwserve.engines.base import Engine
 
 
-def create_engine(kind: str, url: str = "", opts: dict[str, str] | None = None) -> Engine:
-    """Return an engine of `kind` with its options parsed (unknown options are an error)."""
+def create_engine(
+    kind: str, url: str = "", opts: dict[str, str] | None = None, models: list[str] | None = None
+) -> Engine:
+    """Return an engine of `kind` with its options parsed (unknown options are an error); `models`: what
+    the provider serves (an engine that starts its own server needs to know)."""
     opts = opts or {}
     if kind == "sim":
         from wwwserve.engines.sim import SimEngine, SimOptions
@@ -21,8 +24,9 @@ def create_engine(kind: str, url: str = "", opts: dict[str, str] | None = None) 
 
         return EmbeddedEngine(EmbeddedOptions.from_opts(opts))
     if kind == "vllm":
-        raise ValueError(
-            "in-process vLLM is not built yet: run `vllm serve MODEL` and use --engine openai "
-            "--engine-url http://127.0.0.1:8000 (the agent reads vLLM's /metrics for its load)"
-        )
-    raise ValueError(f"unknown engine {kind!r}: use embedded, openai or sim")
+        from wwwserve.engines.vllm import VLLMEngine, VLLMOptions
+
+        if not models or len(models) != 1:
+            raise ValueError(f"--engine vllm serves exactly one --model (got {models or []})")
+        return VLLMEngine(models[0], VLLMOptions.from_opts(opts))
+    raise ValueError(f"unknown engine {kind!r}: use embedded, openai, sim or vllm")

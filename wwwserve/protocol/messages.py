@@ -171,6 +171,9 @@ class Heartbeat(BaseModel):
     seq: int = 0
     ts_ms: int = 0
     interval_s: float = Field(1.0, description="longest gap until this provider's next beat (keepalive)")
+    engine_state: str = Field(
+        "ready", description="the engine's server: starting, ready, restarting (--engine vllm supervises one)"
+    )
 
 
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
