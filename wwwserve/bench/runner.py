@@ -118,6 +118,8 @@ def _provider_args(p: ProviderSpec, policy: str, leafnode_port: int, port: int, 
         "--drain-grace-s",
         "15",
     ]
+    if p.url:
+        args += ["--engine-url", p.url]
     for k, v in p.engine_opts().items():
         args += ["--engine-opt", f"{k}={v}"]
     return args

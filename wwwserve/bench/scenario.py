@@ -62,6 +62,7 @@ class ProviderSpec(BaseModel):
 
     name: str
     engine: str = "sim"
+    url: str = Field("", description="engine = openai: the server's base URL (a real vLLM, say)")
     model: str = "bench-model"
     max_concurrency: int = 16
     max_queue: int = 256

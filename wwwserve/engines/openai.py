@@ -100,7 +100,12 @@ class OpenAIEngine:
         """Open the HTTP client and start polling /metrics."""
         headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
         self._client = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.options.timeout_s, connect=5)
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(self.options.timeout_s, connect=5),
+            # one kept-alive connection per request in flight (httpx keeps 20: beyond that, each
+            # request opened a new TCP connection to a server a few milliseconds away from its answer)
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=1024),
         )
         self._poller = asyncio.create_task(self._poll_metrics())
 
@@ -195,28 +200,41 @@ class OpenAIEngine:
                 if resp.status_code != 200:
                     detail = (await resp.aread()).decode(errors="replace")[:500]
                     raise BackendError(f"engine answered HTTP {resp.status_code}: {detail}")
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        done = True
+                # Every event that arrived in one read goes out as one delta: a server streams a
+                # token per event, and under load (32 streams at ~8 ms per token) relaying each as its
+                # own message cost the agent more CPU than the rest of the request; when the agent
+                # keeps up, a read holds one event and nothing waits.
+                pending = ""
+                async for block in resp.aiter_text():
+                    *lines, pending = (pending + block).split("\n")
+                    texts: list[str] = []
+                    for line in lines:
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            done = True
+                            break
+                        chunk = json.loads(data)
+                        if chunk.get("error"):  # an error event inside a 200 stream (vLLM, SGLang)
+                            err = chunk["error"]
+                            detail = err.get("message", err) if isinstance(err, dict) else err
+                            raise BackendError(f"engine failed mid-stream: {detail}")
+                        if chunk.get("usage"):
+                            u = chunk["usage"]
+                            usage = (int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
+                        for choice in chunk.get("choices") or []:
+                            text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                            if text:
+                                produced += 1
+                                texts.append(text)
+                            finish = choice.get("finish_reason") or finish
+                    if texts:
+                        joined = "".join(texts)
+                        answer.append(joined)
+                        yield Delta(joined)
+                    if done:
                         break
-                    chunk = json.loads(data)
-                    if chunk.get("error"):  # an error event inside a 200 stream (vLLM, SGLang)
-                        err = chunk["error"]
-                        detail = err.get("message", err) if isinstance(err, dict) else err
-                        raise BackendError(f"engine failed mid-stream: {detail}")
-                    if chunk.get("usage"):
-                        u = chunk["usage"]
-                        usage = (int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
-                    for choice in chunk.get("choices") or []:
-                        text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                        if text:
-                            produced += 1
-                            answer.append(text)
-                            yield Delta(text)
-                        finish = choice.get("finish_reason") or finish
             if not done and finish is None:
                 # llama-cpp-python's server, refusing a streamed request, answers 200 with an empty body
                 raise BackendError(

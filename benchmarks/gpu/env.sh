@@ -1,0 +1,26 @@
+# Sourced by the GPU scripts (run from the project root on the lent GPU machine, after the recipe in
+# ../shared/gpu/README.md installed vLLM into /root/site): vLLM from there, wwwserve from this checkout.
+export PYTHONPATH=$PWD:/root/site PATH=/root/site/bin:$PATH
+export VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+export OUT=${OUT:-/tmp/wwwserve-gpu-out}
+mkdir -p "$OUT"
+vllm_bench() {  # name in out tokens concurrency prompts [extra vllm bench flags]: one calibration point
+    local name=$1 i=$2 o=$3 c=$4 n=$5; shift 5
+    python3 -m vllm.entrypoints.cli.main bench serve --backend vllm --base-url "$BENCH_URL" --model "$BENCH_MODEL" \
+        --dataset-name random --random-input-len "$i" --random-output-len "$o" --num-prompts "$n" \
+        --max-concurrency "$c" --ignore-eos --seed $((RANDOM + 1000)) --percentile-metrics ttft,tpot,e2el \
+        --save-result --result-dir /tmp/wq/res --result-filename "$name.json" "$@" > "/tmp/wq/bench-$name.log" 2>&1 \
+        || { echo "bench $name failed:"; tail -5 "/tmp/wq/bench-$name.log"; }
+    python3 - "$name" "$i" "$o" "$c" "$n" "$*" <<'PY' >> "$OUT/points.jsonl"
+import json, sys
+name, i, o, c, n, extra = sys.argv[1:]
+try:
+    r = json.load(open(f"/tmp/wq/res/{name}.json"))
+except OSError:
+    r = {}
+keep = ("completed", "duration", "mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms", "median_tpot_ms",
+        "output_throughput", "total_input_tokens", "mean_e2el_ms")
+print(json.dumps({"point": name, "input": int(i), "output": int(o), "concurrency": int(c), "prompts": int(n),
+                  "extra": extra, **{k: r.get(k) for k in keep}}))
+PY
+}

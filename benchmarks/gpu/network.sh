@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Issue 28: wait for the four servers of servers.sh, measure each alone (the sim's matching profiles,
+# $OUT/probe.json), then the three policies on them (benchmarks/gpu-skewed.toml, $OUT/net.json).
+set -uo pipefail
+source benchmarks/gpu/env.sh
+for port in 8101 8102 8103 8104; do
+    for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 1; done
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "server $port not ready"; tail -5 /tmp/ws/*.log; }
+done
+echo "servers ready at $(date +%T)" >> "$OUT/servers.txt"
+grep -h "GPU KV cache size\|Maximum concurrency" /tmp/ws/*.log | cut -c1-200 >> "$OUT/servers.txt"
+python3 benchmarks/gpu/probe.py --model llama-3.1-8b http://127.0.0.1:810{1,2,3,4} > "$OUT/probe.json" 2>/tmp/ws/probe.err
+python3 -m wwwserve bench benchmarks/gpu-skewed.toml --policies "${POLICIES:-isolated,wwwserve,centralized}" --json \
+    > "$OUT/net.json" 2> /tmp/ws/bench.err || tail -20 /tmp/ws/bench.err
