@@ -6,6 +6,7 @@ export OUT=${OUT:-/tmp/wwwserve-gpu-out}
 mkdir -p "$OUT"
 vllm_bench() {  # name in out tokens concurrency prompts [extra vllm bench flags]: one calibration point
     local name=$1 i=$2 o=$3 c=$4 n=$5; shift 5
+    if [ "$SECONDS" -gt "${BUDGET_S:-100000}" ]; then echo "{\"point\": \"$name\", \"skipped\": \"run time\"}" >> "$OUT/points.jsonl"; return; fi
     python3 -m vllm.entrypoints.cli.main bench serve --backend vllm --base-url "$BENCH_URL" --model "$BENCH_MODEL" \
         --dataset-name random --random-input-len "$i" --random-output-len "$o" --num-prompts "$n" \
         --max-concurrency "$c" --ignore-eos --seed $((RANDOM + 1000)) --percentile-metrics ttft,tpot,e2el \

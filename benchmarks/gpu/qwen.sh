@@ -5,6 +5,7 @@
 # ($OUT/points.jsonl); the provider is stopped and what is left of vLLM is listed ($OUT/stop.txt).
 set -uo pipefail
 source benchmarks/gpu/env.sh
+BUDGET_S=${BUDGET_S:-430}  # calibration points start only before this many seconds of the script (a run has 600)
 mkdir -p /tmp/wq/res
 nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv > "$OUT/gpu.txt"
 python3 -m wwwserve hub --port 4222 --leafnode-port 7422 --http-port 8222 --data-dir /tmp/wq/hub > /tmp/wq/hub.log 2>&1 &
