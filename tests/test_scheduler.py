@@ -9,6 +9,8 @@ from collections import Counter
 import nats
 from nats.aio.msg import Msg
 
+from tests.fake_openai import StallableServer
+from wwwserve.broker.process import free_port
 from wwwserve.client import Client
 from wwwserve.errors import WWWServeError
 from wwwserve.protocol import headers as h
@@ -134,3 +136,30 @@ async def test_a_provider_that_dies_loses_nothing_that_another_could_serve(net: 
     assert all(isinstance(o, Reply | WWWServeError) for o in outcomes)
     assert any(isinstance(o, Reply) and o.provider == "p2" for o in outcomes)
     assert not any(sched.in_flight.values())
+
+
+async def test_unmeasured_real_engines_share_a_first_burst(net: LocalNetwork) -> None:
+    """Real engines report no speeds until they have answered: they must not all look instant."""
+    servers = [StallableServer(free_port(), token_s=0.05) for _ in range(3)]
+    for s in servers:
+        await s.start()
+    try:
+        for i, s in enumerate(servers):
+            await net.add_provider(
+                f"r{i}",
+                engine="openai",
+                engine_url=f"http://127.0.0.1:{s.port}",
+                model=[MODEL],
+                policy="centralized",
+                max_concurrency=2,
+                max_queue=8,
+            )
+        sched = await net.start_scheduler()
+        await asyncio.sleep(1.5)
+        async with Client(net.hub_url, timeout=30) as c:
+            replies = await asyncio.gather(*(c.complete(MODEL, f"cold {i}", max_tokens=10) for i in range(6)))
+        assert Counter(r.provider for r in replies) == {"r0": 2, "r1": 2, "r2": 2}
+        assert sched.finished == sched.assigned
+    finally:
+        for s in servers:
+            await s.stop()

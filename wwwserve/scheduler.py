@@ -53,7 +53,7 @@ from wwwserve.errors import (
     WWWServeError,
 )
 from wwwserve.ledger.book import LedgerView
-from wwwserve.policies.base import RequestInfo
+from wwwserve.policies.base import PeerState, RequestInfo
 from wwwserve.policies.estimate import estimate
 from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
@@ -226,12 +226,13 @@ class Scheduler:
 
     def choose(self, info: RequestInfo, exclude: set[str], probes: list[int] | None = None) -> str | None:
         """The provider with room that meets the request's SLOs soonest (else the fastest with room),
-        from exactly what we have in flight there plus what only its heartbeat knows."""
-        e2e_limit = info.remaining_ms
-        if info.slo_ms is not None:
-            e2e_limit = min(e2e_limit, info.slo_ms * self.settings.slo_margin)
-        ttft_limit = info.slo_ttft_ms * self.settings.slo_margin if info.slo_ttft_ms is not None else None
-        best: tuple[bool, float, str] | None = None
+        from exactly what we have in flight there plus what only its heartbeat knows.
+
+        A provider whose speeds nobody has measured yet (a real engine before its first answers) is
+        estimated with the measured providers' mean speeds, never as instant: that made every request
+        of a burst look free on the newest provider. Before anyone is measured, the burst is spread by
+        the share of each provider's slots in use."""
+        states: list[tuple[str, PeerState]] = []
         for p in self.peers.serving(info.model):
             b = p.beat
             if b.name in exclude:
@@ -250,9 +251,26 @@ class Scheduler:
                 age_s=0.0,
                 sent_since_beat=0,
             )
-            est = estimate(info, state)
+            states.append((b.name, state))
+        if not states:
+            return None
+        measured = [st for _, st in states if _measured(st)]
+        if not measured:
+            return min(states, key=lambda s: ((s[1].load + 1) / max(1, s[1].capacity), s[0]))[0]
+        typical = _mean_speeds(measured)
+        e2e_limit = info.remaining_ms
+        if info.slo_ms is not None:
+            e2e_limit = min(e2e_limit, info.slo_ms * self.settings.slo_margin)
+        ttft_limit = info.slo_ttft_ms * self.settings.slo_margin if info.slo_ttft_ms is not None else None
+        best: tuple[bool, float, str] | None = None
+        for name, st in states:
+            if not _measured(st):
+                st = replace(
+                    st, prefill_tps=typical[0], tpot_ms=typical[1], ttft_ms=typical[2], latency_ms=typical[3]
+                )
+            est = estimate(info, st)
             meets = est.e2e_ms <= e2e_limit and (ttft_limit is None or est.ttft_ms <= ttft_limit)
-            key = (not meets, est.e2e_ms, b.name)
+            key = (not meets, est.e2e_ms, name)
             if best is None or key < best:
                 best = key
         return best[2] if best else None
@@ -449,6 +467,27 @@ class Scheduler:
             self.finished[a.peer] += 1
         a.peer = ""
         self._wake()
+
+
+def _measured(s: PeerState) -> bool:
+    """Whether a provider's speeds are known (its engine's model, or its own answers so far)."""
+    return s.prefill_tps > 0 or s.ttft_ms > 0
+
+
+def _mean_speeds(states: list[PeerState]) -> tuple[float, float, float, float]:
+    """The speeds of a typical measured provider, for one nobody has measured yet: prefill tokens/s,
+    TPOT, TTFT and latency."""
+
+    def mean(values: list[float]) -> float:
+        known = [v for v in values if v > 0]
+        return sum(known) / len(known) if known else 0.0
+
+    return (
+        mean([s.prefill_tps for s in states]),
+        mean([s.tpot_ms for s in states]),
+        mean([s.ttft_ms for s in states]),
+        mean([s.latency_ms for s in states]),
+    )
 
 
 async def run_scheduler(settings: SchedulerSettings) -> None:
