@@ -204,3 +204,15 @@ def test_a_peer_is_not_asked_about_a_prefix_we_already_hold_all_of() -> None:
     r = req(prompt_tokens=300, cacheable_tokens=256)
     assert decide(r, own(cached_tokens=0), [holder]) == Forward("a")
     assert decide(r, own(cached_tokens=256), [holder]) == Accept()
+
+
+def test_a_peer_nobody_has_measured_is_not_taken_for_instant() -> None:
+    """A real engine reports no speeds before its first answers; estimated as instant, it drew every
+    forward. It is estimated as fast as this agent instead, so measured peers keep their share."""
+    o = own(running=2, queued=8)  # no room here: every request goes to a peer
+    unmeasured = peer("new", prefill_tps=0.0, tpot_ms=0.0)
+    measured = peer("known")
+    picks = Counter(
+        d.peer for s in range(200) if isinstance(d := decide(req(), o, [unmeasured, measured], s), Forward)
+    )
+    assert picks["known"] > 50 and picks["new"] > 50, picks

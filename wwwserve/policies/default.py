@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from wwwserve.policies.base import (
     ACCEPT,
@@ -77,6 +77,20 @@ class DefaultPolicy:
     def _peer_room(self, p: PeerState) -> bool:
         return p.load + p.sent_since_beat < self._network_places(p)
 
+    @staticmethod
+    def _like_us_if_unmeasured(p: PeerState, own: OwnState) -> PeerState:
+        """A peer whose speeds nobody has measured yet (a real engine before its first answers reports
+        none) is estimated as fast as this agent, not as instant: instant drew every forward to it."""
+        if p.prefill_tps > 0 or p.ttft_ms > 0 or not (own.prefill_tps > 0 or own.ttft_ms > 0):
+            return p
+        return replace(
+            p,
+            prefill_tps=own.prefill_tps,
+            tpot_ms=own.tpot_ms,
+            ttft_ms=own.ttft_ms,
+            latency_ms=own.latency_ms,
+        )
+
     def _trust(self, p: PeerState) -> float:
         # no floor that keeps a proven cheater a share: its quality factor alone decides (docs/duels.md)
         return stake_factor(p.stake, self.stake_bonus, self.stake_scale) * max(1e-9, p.reputation)
@@ -100,7 +114,7 @@ class DefaultPolicy:
             if p.cached_tokens <= own.cached_tokens or not self._peer_room(p):
                 continue
             hop = self.hop_ms + self.staleness_ms_per_s * p.age_s
-            est = estimate(req, p, extra_load=p.sent_since_beat, hop_ms=hop)
+            est = estimate(req, self._like_us_if_unmeasured(p, own), extra_load=p.sent_since_beat, hop_ms=hop)
             if est.ttft_ms <= local.ttft_ms * self.prefix_gain:
                 return True
         return False
@@ -143,7 +157,8 @@ class DefaultPolicy:
                 if req.max_price is not None and p.price > req.max_price:
                     continue
                 hop = self.hop_ms + self.staleness_ms_per_s * p.age_s
-                est = estimate(req, p, extra_load=p.sent_since_beat, hop_ms=hop, prefix=pa)
+                speeds = self._like_us_if_unmeasured(p, own)
+                est = estimate(req, speeds, extra_load=p.sent_since_beat, hop_ms=hop, prefix=pa)
                 options.append((p.name, est, self._trust(p) * self._prefix_bonus(req, p)))
         if not options:
             return Reject("overloaded", f"{own.name} and its peers are full for {req.model}")
