@@ -11,6 +11,8 @@ loop with many concurrent requests and reads the process's CPU time.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import random
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -18,6 +20,7 @@ from typing import Any
 
 from wwwserve.engines.sim import SimEngine, SimOptions
 from wwwserve.protocol.messages import CompletionRequest
+from wwwserve.protocol.prefix import block_hashes
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,11 @@ class Published:
     value: float
     source: str
     burst: tuple[tuple[int, int], ...] = ()  # (input, output) per request, all sent at once
+    vllm: str = "0.6"  # the vLLM generation it was measured on (the sim models each)
+    prompts: int = 0  # requests of the closed loop (0: 20 x concurrency, at least 20)
+    prefix_len: int = 0  # tokens every prompt shares (`--random-prefix-len`), on top of input_len
+    range_ratio: float = 0.0  # lengths uniform in [x (1 - r), x (1 + r)] (`--random-range-ratio`)
+    gap: str = ""  # why the sim misses this point by more than 15% (docs/benchmarks.md), if it does
 
 
 # Published points (BF16 weights, one GPU, vLLM). Add rows as more become known; the table in
@@ -55,6 +63,78 @@ _L_H100 = tuple(zip(_L_IN, (120, 429, 233, 194, 101, 741, 9, 3, 6, 31), strict=T
 _L_A100 = tuple(zip(_L_IN, (120, 507, 233, 194, 101, 741, 9, 3, 6, 31), strict=True))
 _M_H100 = tuple(zip(_M_IN, (129, 883, 273, 169, 0, 928, 10, 26, 8, 57), strict=True))
 _M_A100 = tuple(zip(_M_IN, (129, 883, 273, 165, 0, 928, 10, 26, 8, 18), strict=True))
+_H200 = (
+    "vLLM 0.22.0 on the lent H200, dummy weights, `vllm bench serve --dataset-name random --ignore-eos`, "
+    "2026-12-03"
+)
+_H200_L = _H200 + ": ../shared/calibration/h200-vllm-0.22.md (Llama-3.1-8B shape, prefix caching off)"
+_H200_Q = _H200 + ": benchmarks/gpu/qwen.sh, docs/gpu-runs/run5-qwen (Qwen3-8B shape, prefix caching on)"
+
+
+def _h200(
+    model: str,
+    source: str,
+    io_c_n: tuple[int, int, int, int],
+    values: dict[str, float],
+    gaps: dict[str, str] | None = None,
+    prefix_len: int = 0,
+    range_ratio: float = 0.0,
+) -> list[Published]:
+    """One workload (input, output, concurrency, prompts) measured on vLLM 0.22 on the H200, as one point
+    per metric; `gaps`: per metric, why the sim misses it."""
+    i, o, c, n = io_c_n
+    return [
+        Published(
+            "h200",
+            model,
+            i,
+            o,
+            c,
+            metric,
+            v,
+            source,
+            vllm="0.22",
+            prompts=n,
+            prefix_len=prefix_len,
+            range_ratio=range_ratio,
+            gap=(gaps or {}).get(metric, ""),
+        )
+        for metric, v in values.items()
+    ]
+
+
+_COLD = "the run's duration holds the server's first, cold request (~1 s), which the sim has no term for"
+_CLIENT = (
+    "vllm bench serve's one asyncio client parses ~16k SSE events/s at 128 streams: its TTFT clock runs "
+    "behind (TPOT and throughput, measured over whole answers, fit)"
+)
+_L, _Q = "llama-3.1-8b", "qwen3-8b"
+_BURST_2000 = tuple((2000, 1) for _ in range(64))
+MODERN: list[Published] = [
+    # the first of the 8 requests was cold (TTFT mean 157 ms): the median stands for a warm server
+    *_h200(_L, _H200_L, (1024, 128, 1, 8), {"median_ttft_ms": 35.9, "tpot_ms": 4.92, "output_tps": 164},
+           {"output_tps": _COLD}),
+    *_h200(_L, _H200_L, (1024, 128, 8, 24), {"ttft_ms": 254, "tpot_ms": 5.44, "output_tps": 1083},
+           {"ttft_ms": "a tail in this run (median 215 ms: sim -11%); the Qwen3 shape's same workload fits"}),
+    *_h200(_L, _H200_L, (1024, 128, 32, 96), {"ttft_ms": 509, "tpot_ms": 8.41, "output_tps": 2587}),
+    Published("h200", _L, 2000, 1, 64, "ttft_ms", 1692, _H200_L, _BURST_2000, vllm="0.22"),
+    *_h200(_L, _H200_L, (128, 256, 128, 256), {"ttft_ms": 470, "tpot_ms": 7.95, "output_tps": 13029},
+           {"ttft_ms": _CLIENT}),
+    *_h200(_Q, _H200_Q, (1024, 128, 1, 8), {"ttft_ms": 49.8, "tpot_ms": 5.21, "output_tps": 179.8},
+           {"ttft_ms": "the shapes disagree at C=1 (Qwen3 50 ms, Llama 36 ms): one fixed lag fits either"}),
+    *_h200(_Q, _H200_Q, (1024, 128, 8, 24), {"ttft_ms": 195.7, "tpot_ms": 5.85, "output_tps": 1089}),
+    *_h200(_Q, _H200_Q, (1024, 128, 32, 96), {"ttft_ms": 556.2, "tpot_ms": 8.52, "output_tps": 2490}),
+    Published("h200", _Q, 2000, 1, 64, "ttft_ms", 1720, _H200_Q, _BURST_2000, vllm="0.22"),
+    *_h200(_Q, _H200_Q, (128, 256, 128, 256), {"ttft_ms": 514.6, "tpot_ms": 8.27, "output_tps": 12372},
+           {"ttft_ms": _CLIENT}),
+    *_h200(_Q, _H200_Q, (1024, 256, 16, 64), {"ttft_ms": 133.3, "tpot_ms": 7.24, "output_tps": 1806},
+           range_ratio=0.9),
+    *_h200(_Q, _H200_Q, (512, 1024, 16, 32), {"ttft_ms": 182.9, "tpot_ms": 5.87, "output_tps": 2648}),
+    *_h200(_Q, _H200_Q, (256, 64, 16, 64), {"ttft_ms": 135.1, "tpot_ms": 6.21, "output_tps": 1917},
+           {"ttft_ms": "prefix hits prefill faster in the sim than in vLLM here (one run; not understood)"},
+           prefix_len=1024),
+]  # fmt: skip
+
 PUBLISHED: list[Published] = [
     Published("h100", "llama-3.1-8b", 137, 187, 10, "ttft_ms", 62.4, _LAMBDA_L, _L_H100),
     Published("h100", "llama-3.1-8b", 137, 187, 10, "median_tpot_ms", 7.56, _LAMBDA, _L_H100),
@@ -67,83 +147,139 @@ PUBLISHED: list[Published] = [
     Published("a100-40gb", "llama-3.1-8b", 1024, 128, 1, "tpot_ms", 13.3, _MUSGRAVE + ": ~75 tok/s at C=1"),
     Published("a100-40gb", "llama-3.1-8b", 1024, 128, 8, "speedup_vs_c1", 6.6, _MUSGRAVE + ": 6.6x at C=8"),
     Published("a100-40gb", "llama-3.1-8b", 1024, 128, 1, "ttft_ms", 100.0, _LIGHT_LOAD),
+    *MODERN,
 ]
+
+
+def _lengths(p: Published) -> list[tuple[int, int]]:
+    """The requests of a point: fixed sizes, or drawn as vLLM's random dataset does with a range ratio."""
+    n = p.prompts or max(20, 20 * p.concurrency)
+    if not p.range_ratio:
+        return [(p.input_len, p.output_len)] * n
+    rng = random.Random(0)
+    lo, hi = 1.0 - p.range_ratio, 1.0 + p.range_ratio
+    return [
+        (
+            rng.randint(int(p.input_len * lo), int(p.input_len * hi)),
+            rng.randint(int(p.output_len * lo), int(p.output_len * hi)),
+        )
+        for _ in range(n)
+    ]
+
+
+@dataclass
+class _Sent:
+    """One request of a replay, as the client saw it."""
+
+    input_len: int
+    output_len: int
+    sent: float
+    first: float = 0.0
+    ended: float = 0.0
+
+
+def replay(
+    options: SimOptions,
+    lengths: list[tuple[int, int]],
+    concurrency: int,
+    prefix_len: int = 0,
+) -> dict[str, float]:
+    """Send `lengths` (input, output per request) with at most `concurrency` in flight, as `vllm bench
+    serve --max-concurrency C --request-rate inf` does, through the engine's scheduler in virtual time.
+
+    Each request passes the server's frontend first (`SimOptions.frontend_ms` of serial work per request:
+    HTTP, tokenization) and the client sees every token `ttft_overhead_ms` later than the engine made it.
+    With `prefix_len`, every prompt starts with the same that many tokens (`--random-prefix-len`).
+    TTFT counts requests that produced a token, TPOT those that produced two or more.
+    """
+    engine = SimEngine(options)
+    front_s = engine.options.frontend_ms / 1000.0  # the options with the generation's values filled in
+    lag_s = engine.options.ttft_overhead_ms / 1000.0
+    shared = " ".join(f"p{j}" for j in range(prefix_len))
+    todo = list(reversed(list(enumerate(lengths))))
+    pending: list[tuple[float, int, _Sent]] = []  # (enters the engine at, order, request): a heap
+    inside: dict[object, _Sent] = {}
+    done: list[_Sent] = []
+    frontend_free = 0.0
+
+    def send(now: float) -> None:
+        nonlocal frontend_free
+        i, (inp, out) = todo.pop()
+        frontend_free = max(now, frontend_free) + front_s
+        heapq.heappush(pending, (frontend_free, i, _Sent(inp, out, now)))
+
+    for _ in range(min(concurrency, len(todo))):
+        send(0.0)
+    clock = 0.0
+    while pending or engine.busy:
+        if not engine.busy and pending:
+            clock = max(clock, pending[0][0])
+        while pending and pending[0][0] <= clock:
+            _, i, r = heapq.heappop(pending)
+            words = f"{shared} u{i} " + " ".join(
+                f"r{i}.{j}" for j in range(max(0, r.input_len - prefix_len - 1))
+            )
+            hashes = block_hashes(words) if prefix_len and options.prefix_caching else None
+            inside[engine.submit(r.input_len, max(1, r.output_len), hashes)] = r
+        step = engine.plan_step()
+        if step is None:
+            if not pending:
+                break
+            continue
+        clock += step.duration_s
+        for seq in engine.finish_step(step):
+            r = inside[seq]
+            if not r.first:
+                r.first = clock + lag_s
+            if seq.done:
+                r.ended = clock + lag_s
+                done.append(inside.pop(seq))
+                if todo:
+                    send(r.ended)
+    ttfts = [r.first - r.sent for r in done if r.output_len > 0]
+    tpots = [(r.ended - r.first) / (r.output_len - 1) for r in done if r.output_len > 1]
+    span = max(r.ended for r in done) - min(r.sent for r in done)
+    return {
+        "output_tps": sum(r.output_len for r in done) / span if span else 0.0,
+        "ttft_ms": 1000 * statistics.mean(ttfts),
+        "median_ttft_ms": 1000 * statistics.median(ttfts),
+        "tpot_ms": 1000 * statistics.mean(tpots) if tpots else 0.0,
+        "median_tpot_ms": 1000 * statistics.median(tpots) if tpots else 0.0,
+        "duration_s": span,
+        "preemptions": float(engine.preemptions),
+    }
 
 
 def closed_loop(
     options: SimOptions, input_len: int, output_len: int, concurrency: int, n: int
 ) -> dict[str, float]:
-    """`n` requests, `concurrency` in flight at once, through the engine's scheduler in virtual time."""
-    engine = SimEngine(options)
-    clock = 0.0
-    started: dict[object, float] = {}  # by sequence object (identity): ids of freed objects get reused
-    first: dict[object, float] = {}
-    ended: dict[object, float] = {}
-    submitted = 0
-
-    def fill(now: float) -> None:
-        nonlocal submitted
-        while submitted < n and submitted - len(ended) < concurrency:
-            started[engine.submit(input_len, output_len)] = now
-            submitted += 1
-
-    fill(clock)
-    for clock, made in engine.virtual_steps():
-        for seq in made:
-            first.setdefault(seq, clock)
-            if seq.done:
-                ended[seq] = clock
-        fill(clock)
-    ttfts = [first[k] - started[k] for k in ended]
-    tpots = [(ended[k] - first[k]) / max(1, output_len - 1) for k in ended]
-    return {
-        "output_tps": output_len * len(ended) / clock if clock else 0.0,
-        "ttft_ms": 1000 * sum(ttfts) / len(ttfts),
-        "tpot_ms": 1000 * sum(tpots) / len(tpots),
-        "preemptions": float(engine.preemptions),
-    }
+    """`n` requests of fixed sizes, `concurrency` in flight at once (see `replay`)."""
+    return replay(options, [(input_len, output_len)] * n, concurrency)
 
 
 def burst(options: SimOptions, lengths: tuple[tuple[int, int], ...]) -> dict[str, float]:
-    """Every (input, output) request sent at once, through the engine's scheduler in virtual time.
-
-    TTFT counts requests that produced a token; TPOT those that produced two or more, as vLLM's
-    benchmark does.
-    """
-    engine = SimEngine(options)
-    wanted = {engine.submit(i, max(1, o)): o for i, o in lengths}
-    first: dict[object, float] = {}
-    ended: dict[object, float] = {}
-    for clock, made in engine.virtual_steps():
-        for seq in made:
-            first.setdefault(seq, clock)
-            if seq.done:
-                ended[seq] = clock
-    ttfts = [first[s] for s, o in wanted.items() if o > 0]
-    tpots = [(ended[s] - first[s]) / (o - 1) for s, o in wanted.items() if o > 1]
-    return {
-        "ttft_ms": 1000 * statistics.mean(ttfts),
-        "median_ttft_ms": 1000 * statistics.median(ttfts),
-        "tpot_ms": 1000 * statistics.mean(tpots),
-        "median_tpot_ms": 1000 * statistics.median(tpots),
-    }
+    """Every (input, output) request sent at once (see `replay`)."""
+    return replay(options, list(lengths), len(lengths))
 
 
 def calibrate() -> list[dict[str, Any]]:
     """Every published point beside the sim's value for the same workload, with the relative error."""
     rows = []
     for p in PUBLISHED:
-        opts = SimOptions.from_opts({"gpu": p.gpu, "model": p.model})
+        opts = SimOptions.from_opts({"gpu": p.gpu, "model": p.model, "vllm": p.vllm})
         if p.burst:
             sim = burst(opts, p.burst)
         else:
-            sim = closed_loop(opts, p.input_len, p.output_len, p.concurrency, max(20, 20 * p.concurrency))
+            with_prefix = [(i + p.prefix_len, o) for i, o in _lengths(p)]
+            sim = replay(opts, with_prefix, p.concurrency, prefix_len=p.prefix_len)
         if p.metric == "speedup_vs_c1":
             alone = closed_loop(opts, p.input_len, p.output_len, 1, 20)
             value = sim["output_tps"] / alone["output_tps"]
         else:
             value = sim[p.metric]
-        row = {k: v for k, v in asdict(p).items() if k != "burst"}
+        row = {
+            k: v for k, v in asdict(p).items() if k not in ("burst", "prompts", "range_ratio", "prefix_len")
+        }
         rows.append({**row, "sim": round(value, 2), "error": round(value / p.value - 1.0, 3)})
     return rows
 

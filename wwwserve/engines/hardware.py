@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GIB = 1024**3
+BIG_GPU_GIB = 70  # vLLM 0.22 gives GPUs with this much memory (A100s excepted) an 8,192-token step budget
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,50 @@ MODELS = {
     m.name: m
     for m in (
         Model("llama-3.1-8b", 8.03, 32, 8, 128),
+        # Qwen3-8B: 36 layers, 32 query / 8 KV heads of 128, hidden 4,096, MLP 12,288, vocab 151,936 (untied)
+        Model("qwen3-8b", 8.19, 36, 8, 128),
         Model("qwen2.5-7b", 7.62, 28, 4, 128),
         Model("mistral-7b", 7.25, 32, 8, 128),
         Model("qwen2.5-14b", 14.77, 48, 8, 128),
         Model("smollm2-135m", 0.135, 30, 3, 64),
     )
 }
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One vLLM release as the sim models it: its scheduler's defaults and the speeds fitted to it.
+
+    `fits` holds (mfu, bandwidth_efficiency) per GPU profile measured under this release; other profiles
+    keep their own (the 0.6-era fit). The frontend (HTTP, tokenization: serial work per request) and the
+    lag between a token made and the client seeing it are part of what a client measures.
+    """
+
+    name: str
+    big_gpu_step_tokens: int  # max_num_batched_tokens on GPUs of >= BIG_GPU_GIB that are not A100s
+    step_tokens: int  # max_num_batched_tokens elsewhere
+    fits: dict[str, tuple[float, float]]
+    batch_slowdown: float = 0.0  # each extra sequence in a step adds this share of the batch-1 step
+    frontend_ms: float = 0.0
+    ttft_overhead_ms: float = 0.0
+
+    def step_budget(self, gpu: GPU) -> int:
+        """vLLM's default `max_num_batched_tokens` for its OpenAI server on `gpu`."""
+        big = gpu.memory_gib >= BIG_GPU_GIB and not gpu.name.startswith("a100")
+        return self.big_gpu_step_tokens if big else self.step_tokens
+
+
+GENERATIONS = {
+    g.name: g
+    for g in (
+        # vLLM 0.6 (2024): Lambda's and Musgrave's published runs; one 2,048-token budget everywhere
+        Generation("0.6", 2048, 2048, {}),
+        # vLLM 0.22 (Dec. 2026), measured on the lent H200 (docs/benchmarks.md, "Calibration"): prefill
+        # at ~41k tokens/s (67% of peak), decode at 69% of peak bandwidth; the H100 (same Hopper chip,
+        # less and slower memory) takes the H200's efficiencies
+        Generation("0.22", 8192, 2048, {"h200": (0.667, 0.69), "h100": (0.667, 0.69)}, 0.0025, 2.0, 14.0),
+    )
+}
+# A GPU profile's generation when none is asked for: the measured modern one where it was measured
+DEFAULT_GENERATION = {"h100": "0.22", "h200": "0.22"}
+LEGACY_GENERATION = "0.6"

@@ -31,12 +31,20 @@ import itertools
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
 from wwwserve.engines.base import Delta, EngineLoad, apply_stop, parse_options, prompt_text
-from wwwserve.engines.hardware import GIB, GPUS, MODELS
+from wwwserve.engines.hardware import (
+    DEFAULT_GENERATION,
+    GENERATIONS,
+    GIB,
+    GPUS,
+    LEGACY_GENERATION,
+    MODELS,
+    Generation,
+)
 from wwwserve.engines.prefix_cache import PrefixCache
 from wwwserve.protocol.messages import CompletionRequest
 from wwwserve.protocol.prefix import BLOCK_TOKENS, block_hashes
@@ -99,10 +107,15 @@ class SimOptions:
     bandwidth_efficiency: float = 0.0  # share of peak bandwidth a decode step reaches (0 = profile, 0.70)
     step_overhead_ms: float = 0.0  # fixed cost of every step (scheduling, kernel launches)
     gpu_memory_utilization: float = 0.9  # as vLLM's flag: the share of memory for weights + KV cache
-    max_batched_tokens: int = 2048  # token budget of one step (vLLM's max_num_batched_tokens)
+    max_batched_tokens: int = (
+        0  # token budget of one step (vLLM's max_num_batched_tokens); 0 = vLLM's default
+    )
+    vllm: str = ""  # the vLLM generation modelled: 0.22 or 0.6 (default: 0.22 on h100/h200, else 0.6)
     kv_capacity_tokens: int = 0  # KV cache size in tokens; 0 = from the profile, unbounded without one
     block_size: int = 16  # KV cache block (page) size in tokens
     prefix_caching: int = 1  # 1: keep finished prompts' KV blocks and skip the prefill of cached prefixes
+    frontend_ms: float = 0.0  # serial work per request before the engine sees it (HTTP, tokenization)
+    ttft_overhead_ms: float = 0.0  # latency between a token made and the client seeing it (a fixed lag)
 
     @classmethod
     def from_opts(cls, opts: dict[str, str]) -> SimOptions:
@@ -116,9 +129,35 @@ class SimOptions:
             raise ValueError(f"unknown gpu {out.gpu!r}; known: {sorted(GPUS)}")
         if out.model and out.model not in MODELS:
             raise ValueError(f"unknown model {out.model!r}; known: {sorted(MODELS)}")
-        if out.max_batched_tokens < 1 or out.block_size < 1:
-            raise ValueError("sim engine options max_batched_tokens and block_size must be >= 1")
+        if out.block_size < 1:
+            raise ValueError("sim engine option block_size must be >= 1")
+        if out.vllm and out.vllm not in GENERATIONS:
+            raise ValueError(f"unknown vllm generation {out.vllm!r}; known: {sorted(GENERATIONS)}")
         return out
+
+    def generation(self) -> Generation | None:
+        """The vLLM generation modelled: asked for, else the GPU profile's default (None: no profile)."""
+        if self.vllm:
+            return GENERATIONS[self.vllm]
+        if self.gpu:
+            return GENERATIONS[DEFAULT_GENERATION.get(self.gpu, LEGACY_GENERATION)]
+        return None
+
+    def resolved(self) -> SimOptions:
+        """These options with what the generation decides filled in (the step budget, the frontend,
+        the batch slowdown), hand-set values winning."""
+        gen = self.generation()
+        gpu = GPUS.get(self.gpu)
+        budget = self.max_batched_tokens or (gen.step_budget(gpu) if gen and gpu else 2048)
+        if gen is None:
+            return replace(self, max_batched_tokens=budget)
+        return replace(
+            self,
+            max_batched_tokens=budget,
+            batch_slowdown=self.batch_slowdown or gen.batch_slowdown,
+            frontend_ms=self.frontend_ms or gen.frontend_ms,
+            ttft_overhead_ms=self.ttft_overhead_ms or gen.ttft_overhead_ms,
+        )
 
 
 @dataclass(frozen=True)
@@ -143,8 +182,12 @@ class StepTiming:
         params = (o.params_b or (model.params_b if model else 0.0)) * 1e9
         kv_bytes = o.kv_bytes_per_token or (model.kv_bytes_per_token if model else 0)
         weight_bytes = params * (model.dtype_bytes if model else 2)
-        mfu = o.mfu or (gpu.mfu if gpu else _DEFAULT_MFU)
-        bw_eff = o.bandwidth_efficiency or (gpu.bandwidth_efficiency if gpu else _DEFAULT_BW_EFF)
+        gen = o.generation()
+        fit = gen.fits.get(gpu.name) if gen and gpu else None
+        mfu = o.mfu or (fit[0] if fit else gpu.mfu if gpu else _DEFAULT_MFU)
+        bw_eff = o.bandwidth_efficiency or (
+            fit[1] if fit else gpu.bandwidth_efficiency if gpu else _DEFAULT_BW_EFF
+        )
         if o.prefill_tps > 0:
             token_s = 1.0 / o.prefill_tps
         elif peak > 0 and params > 0:
@@ -219,9 +262,11 @@ class SimEngine:
     kind = "sim"
 
     def __init__(self, options: SimOptions | None = None) -> None:
-        self.options = options or SimOptions()
+        self.options = (options or SimOptions()).resolved()
         self.timing = StepTiming.from_options(self.options)
-        self._instant = self.timing.instant
+        o = self.options
+        self._instant = self.timing.instant and not (o.frontend_ms or o.ttft_overhead_ms)
+        self._frontend_free = 0.0  # when the frontend is done with the requests that arrived so far
         full_step = self.timing.step_s(self.options.max_batched_tokens, 1, 0)
         self._prefill_tps = self.options.max_batched_tokens / full_step if full_step > 0 else 0.0
         cap = self.timing.kv_capacity_tokens
@@ -327,6 +372,16 @@ class SimEngine:
         return self._context_length
 
     # ---- the engine loop ----------------------------------------------------------------------------
+
+    async def _through_frontend(self) -> None:
+        """A server's frontend handles arriving requests one at a time (HTTP, tokenization) before its
+        engine sees them: a burst queues there."""
+        work_s = self.options.frontend_ms / 1000.0
+        if work_s <= 0:
+            return
+        now = time.monotonic()
+        self._frontend_free = max(now, self._frontend_free) + work_s
+        await asyncio.sleep(self._frontend_free - now)
 
     def _blocks_for(self, tokens: int) -> int:
         return math.ceil(tokens / self.options.block_size)
@@ -526,7 +581,9 @@ class SimEngine:
         stops = request.stop_list()
         self._ensure_loop()
         hashes = block_hashes(text) if self.options.prefix_caching else []
+        await self._through_frontend()
         seq = self.submit(prompt_tokens, request.max_tokens, hashes)
+        lag_s = self.options.ttft_overhead_ms / 1000.0
 
         async def ready() -> AsyncGenerator[tuple[int, bool], None]:
             while True:
@@ -540,6 +597,8 @@ class SimEngine:
         try:
             async with contextlib.aclosing(ready()) as steps:
                 async for delta in _stream(steps, words, prompt_tokens, stops, seq.cached):
+                    if lag_s and not answer:
+                        await asyncio.sleep(lag_s)  # the client sees every token this much later
                     answer.append(delta.text)
                     yield delta
             if hashes:  # the answer's full blocks stay cached too: a next turn that resends it hits them
