@@ -9,6 +9,6 @@ for port in 8101 8102 8103 8104; do
 done
 echo "servers ready at $(date +%T)" >> "$OUT/servers.txt"
 grep -h "GPU KV cache size\|Maximum concurrency" /tmp/ws/*.log | cut -c1-200 >> "$OUT/servers.txt"
-python3 benchmarks/gpu/probe.py --model llama-3.1-8b http://127.0.0.1:810{1,2,3,4} > "$OUT/probe.json" 2>/tmp/ws/probe.err
+[ -n "${SKIP_PROBE:-}" ] || python3 benchmarks/gpu/probe.py --model llama-3.1-8b http://127.0.0.1:810{1,2,3,4} > "$OUT/probe.json" 2>/tmp/ws/probe.err
 python3 -m wwwserve bench benchmarks/gpu-skewed.toml --policies "${POLICIES:-isolated,wwwserve,centralized}" --json \
     > "$OUT/net.json" 2> /tmp/ws/bench.err || tail -20 /tmp/ws/bench.err
