@@ -20,9 +20,10 @@ import pytest
 from tests.fake_openai import StallableServer
 from wwwserve.broker.process import free_port
 from wwwserve.client import Client
+from wwwserve.engines.base import prompt_text
 from wwwserve.engines.openai import OpenAIEngine
 from wwwserve.errors import BackendError, BadRequest
-from wwwserve.protocol.messages import Reply, StreamChunk
+from wwwserve.protocol.messages import Reply, StreamChunk, parse_request
 from wwwserve.topology import LocalNetwork
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -129,6 +130,40 @@ async def test_engine_reads_both_vllm_kv_cache_gauges_and_max_model_len(gauge: s
         load = engine.load()
         assert (load.running, load.waiting, load.kv_cache_usage) == (3, 2, 0.42)
         assert engine.context_length("m") == 4096 and engine.context_length("other") is None
+    finally:
+        await engine.close()
+        await server.stop()
+
+
+async def test_engine_reports_the_prefill_queue_only_it_can_see() -> None:
+    """vLLM exports no prefill backlog: the engine counts the prompts it sent that have no first token
+    yet, and learns the speed that cleared them (the policy's TTFT estimate for a real engine)."""
+    server = StallableServer(free_port(), token_s=0.01)
+    await server.start()
+    engine = OpenAIEngine(f"http://127.0.0.1:{server.port}")
+    try:
+        await engine.start()
+        server.stalled = True
+        prompts = [" ".join(["w"] * n) for n in (300, 500)]
+        chats = [
+            parse_request({"messages": [{"role": "user", "content": p}], "max_tokens": 4}) for p in prompts
+        ]
+        words = sum(len(prompt_text(c).split()) for c in chats)  # the prompts' words (as tokens) and roles
+        assert words >= 800
+        streams = [engine.generate(c, "m") for c in chats]
+        firsts = [asyncio.create_task(anext(s)) for s in streams]  # type: ignore[arg-type]
+        for _ in range(100):
+            if engine.load().prefill_backlog == words:
+                break
+            await asyncio.sleep(0.02)
+        assert engine.load().prefill_backlog == words and engine.load().prefill_tps == 0.0
+        server.stalled = False
+        await asyncio.gather(*firsts)
+        for s in streams:
+            async for _ in s:
+                pass
+        load = engine.load()
+        assert load.prefill_backlog == 0 and load.prefill_tps > 0
     finally:
         await engine.close()
         await server.stop()

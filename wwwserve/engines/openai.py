@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -95,6 +96,11 @@ class OpenAIEngine:
         # the server's prefix cache, as learned from what we sent it (its own LRU is not observable)
         self.prefix_cache = PrefixCache(self.options.prefix_cache_blocks)
         self.prefix_hit_rate: float | None = None  # the server's own counters, when it exports them
+        # What only we can know of the server's prefill queue: prompt tokens (words) sent that have not
+        # produced a first token yet, and the prefill speed that cleared them. A sample is (the backlog
+        # a request found + its own prompt) / its TTFT: the prompts ahead were prefilled before its own
+        self.prefill_backlog = 0
+        self.prefill_tps = 0.0
 
     async def start(self) -> None:
         """Open the HTTP client and start polling /metrics."""
@@ -126,9 +132,16 @@ class OpenAIEngine:
             running=running,
             waiting=waiting,
             healthy=self._healthy,
+            prefill_tps=self.prefill_tps,
+            prefill_backlog=self.prefill_backlog,
             kv_cache_usage=self._kv_usage,
             prefix_filter=self.prefix_cache.advertised() if self.prefix_cache.capacity else None,
             prefix_hit_rate=self.prefix_hit_rate,
+        )
+
+    def _prefill_sample(self, tokens_per_s: float, alpha: float = 0.2) -> None:
+        self.prefill_tps = (
+            tokens_per_s if not self.prefill_tps else (1 - alpha) * self.prefill_tps + alpha * tokens_per_s
         )
 
     def context_length(self, model: str) -> int | None:
@@ -195,6 +208,11 @@ class OpenAIEngine:
         answer: list[str] = []
         done = False
         self._running += 1
+        prompt_words = len(prompt_text(request).split()) or 1
+        ahead = self.prefill_backlog
+        self.prefill_backlog += prompt_words
+        waiting_first = True
+        sent = time.monotonic()
         try:
             async with self._client.stream("POST", path, json=body) as resp:
                 if resp.status_code != 200:
@@ -229,6 +247,10 @@ class OpenAIEngine:
                                 produced += 1
                                 texts.append(text)
                             finish = choice.get("finish_reason") or finish
+                    if texts and waiting_first:
+                        waiting_first = False
+                        self.prefill_backlog -= prompt_words
+                        self._prefill_sample((ahead + prompt_words) / max(1e-3, time.monotonic() - sent))
                     if texts:
                         joined = "".join(texts)
                         answer.append(joined)
@@ -248,6 +270,8 @@ class OpenAIEngine:
             raise BackendError(f"engine sent a malformed stream chunk: {exc}") from exc
         finally:
             self._running -= 1
+            if waiting_first:
+                self.prefill_backlog -= prompt_words
         if usage == (0, 0):  # a server that ignores stream_options.include_usage (llama-cpp-python's)
             if not self._warned_usage:
                 self._warned_usage = True
