@@ -216,3 +216,14 @@ def test_a_peer_nobody_has_measured_is_not_taken_for_instant() -> None:
         d.peer for s in range(200) if isinstance(d := decide(req(), o, [unmeasured, measured], s), Forward)
     )
     assert picks["known"] > 50 and picks["new"] > 50, picks
+
+
+def test_a_tpot_slo_sends_long_answers_away_from_a_slow_decoder() -> None:
+    """A provider whose decode steps take longer than the user's TPOT target keeps no such request
+    when a peer meets it, even though its TTFT and the deadline would be met at home."""
+    slow = own(tpot_ms=60.0)  # a free slot, fast prefill, slow decode
+    fast = peer("fast", tpot_ms=10.0)
+    r = req(max_tokens=200, slo_ttft_ms=2000.0)
+    assert isinstance(decide(r, slow, [fast]), Accept)  # no TPOT target: home is good enough
+    with_tpot = req(max_tokens=200, slo_ttft_ms=2000.0, slo_tpot_ms=40.0)
+    assert decide(with_tpot, slow, [fast]) == Forward("fast")

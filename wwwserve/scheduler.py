@@ -262,6 +262,11 @@ class Scheduler:
         if info.slo_ms is not None:
             e2e_limit = min(e2e_limit, info.slo_ms * self.settings.slo_margin)
         ttft_limit = info.slo_ttft_ms * self.settings.slo_margin if info.slo_ttft_ms is not None else None
+        decode_limit = (
+            info.slo_tpot_ms * self.settings.slo_margin * max(1, info.max_tokens - 1)
+            if info.slo_tpot_ms is not None
+            else None
+        )
         best: tuple[bool, float, str] | None = None
         for name, st in states:
             if not _measured(st):
@@ -270,6 +275,7 @@ class Scheduler:
                 )
             est = estimate(info, st)
             meets = est.e2e_ms <= e2e_limit and (ttft_limit is None or est.ttft_ms <= ttft_limit)
+            meets = meets and (decode_limit is None or est.e2e_ms - est.ttft_ms <= decode_limit)
             key = (not meets, est.e2e_ms, name)
             if best is None or key < best:
                 best = key
@@ -369,6 +375,7 @@ class Scheduler:
             remaining_ms=routing.remaining_s() * 1000.0,
             slo_ms=float(req.slo_ms) if req.slo_ms else None,
             slo_ttft_ms=float(req.slo_ttft_ms) if req.slo_ttft_ms else None,
+            slo_tpot_ms=float(req.slo_tpot_ms) if req.slo_tpot_ms else None,
         )
         fwd = dict(hdrs)
         fwd.update(routing.to_headers())  # an assignment is not a hop: same id, deadline and hop count

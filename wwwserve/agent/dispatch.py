@@ -276,6 +276,7 @@ class Dispatcher:
             own_user=own_user,
             slo_ms=float(req.slo_ms) if req.slo_ms else None,
             slo_ttft_ms=float(req.slo_ttft_ms) if req.slo_ttft_ms else None,
+            slo_tpot_ms=float(req.slo_tpot_ms) if req.slo_tpot_ms else None,
             max_price=req.max_price,
             cacheable_tokens=len(probes) * CHECKPOINT * BLOCK_TOKENS,
         )

@@ -173,6 +173,8 @@ async def run_policy(
             body_extra["slo_ms"] = int(w.slo_e2e_ms)
         if w.slo_ttft_ms:
             body_extra["slo_ttft_ms"] = int(w.slo_ttft_ms)
+        if w.slo_tpot_ms:
+            body_extra["slo_tpot_ms"] = int(w.slo_tpot_ms)
         t0 = time.monotonic()
         sched_cpu0 = procs.cpu_s("scheduler")
 

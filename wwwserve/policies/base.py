@@ -22,6 +22,7 @@ class RequestInfo:
     own_user: bool = True  # from this provider's own users (not forwarded by a peer)
     slo_ms: float | None = None  # the end-to-end latency the user hopes for (soft)
     slo_ttft_ms: float | None = None  # the time to first token the user hopes for (soft)
+    slo_tpot_ms: float | None = None  # the time per output token after the first the user hopes for (soft)
     max_price: float | None = None
     # of the prompt, the tokens any provider could advertise as cached (its checkpoint blocks): no peer
     # can hold more of the prefix than this, so with own.cached_tokens >= it nobody needs asking (None:

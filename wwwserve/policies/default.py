@@ -8,8 +8,9 @@ Formulas (docs/policies.md):
   weighs as much as this agent itself, a large stake up to (1 + stake_bonus) times more; reputation is
   the Elo factor times the duel quality factor, which falls steeply with evidence of bad answers
   (wwwserve/ledger/evidence.py), so a provider that loses most of its duels gets almost nothing;
-- an option "meets" the request when e2e <= slo_ms x slo_margin and ttft <= slo_ttft_ms x slo_margin
-  (each only when the request states it) and e2e <= remaining_ms (the hard deadline);
+- an option "meets" the request when e2e <= slo_ms x slo_margin, ttft <= slo_ttft_ms x slo_margin and
+  (e2e - ttft) / (max_tokens - 1) <= slo_tpot_ms x slo_margin (each only when the request states it) and
+  e2e <= remaining_ms (the hard deadline);
 - a request a peer forwarded to us is served here whenever we have room and can make its deadline
   (the peer chose us from the same heartbeats; a second hop only when we have no room at all);
 - serve locally when a slot is free and local meets the request (no hop is cheaper than a hop), or
@@ -119,23 +120,25 @@ class DefaultPolicy:
                 return True
         return False
 
-    def _limits(self, req: RequestInfo) -> tuple[float, float]:
-        """The most e2e and TTFT an option may take to meet the user's SLOs (with the safety margin)
-        and the deadline."""
+    def _limits(self, req: RequestInfo) -> tuple[float, float, float]:
+        """The most e2e, TTFT and decode time (e2e - TTFT) an option may take to meet the user's SLOs
+        (with the safety margin) and the deadline."""
         m = self.slo_margin
         e2e = req.remaining_ms if req.slo_ms is None else min(req.remaining_ms, req.slo_ms * m)
-        return e2e, math.inf if req.slo_ttft_ms is None else req.slo_ttft_ms * m
+        ttft = math.inf if req.slo_ttft_ms is None else req.slo_ttft_ms * m
+        decode = math.inf if req.slo_tpot_ms is None else req.slo_tpot_ms * m * max(1, req.max_tokens - 1)
+        return e2e, ttft, decode
 
     def _meets(self, req: RequestInfo, est: Estimate) -> bool:
         """Whether an estimate meets the user's SLOs (with the safety margin) and the deadline."""
-        e2e, ttft = self._limits(req)
-        return est.e2e_ms <= e2e and est.ttft_ms <= ttft
+        e2e, ttft, decode = self._limits(req)
+        return est.e2e_ms <= e2e and est.ttft_ms <= ttft and est.e2e_ms - est.ttft_ms <= decode
 
     def decide(
         self, req: RequestInfo, own: OwnState, peers: Sequence[PeerState], rng: random.Random
     ) -> Decision:
         """Accept, forward to a peer drawn by expected latency and trust, or reject."""
-        has_slo = req.slo_ms is not None or req.slo_ttft_ms is not None
+        has_slo = req.slo_ms is not None or req.slo_ttft_ms is not None or req.slo_tpot_ms is not None
         pa = self.prefix_aware
         local = estimate(req, own, prefix=pa) if own.healthy and self._local_room(req, own) else None
         can_forward = req.hops < own.max_hops and (own.forward or not req.own_user)
@@ -163,8 +166,14 @@ class DefaultPolicy:
         if not options:
             return Reject("overloaded", f"{own.name} and its peers are full for {req.model}")
 
-        e2e_limit, ttft_limit = self._limits(req)  # _meets for every option, the limits computed once
-        meeting = [o for o in options if o[1].e2e_ms <= e2e_limit and o[1].ttft_ms <= ttft_limit]
+        e2e_limit, ttft_limit, decode_limit = self._limits(req)  # _meets per option, limits computed once
+        meeting = [
+            o
+            for o in options
+            if o[1].e2e_ms <= e2e_limit
+            and o[1].ttft_ms <= ttft_limit
+            and o[1].e2e_ms - o[1].ttft_ms <= decode_limit
+        ]
         if meeting:
             weights = [trust / max(1.0, est.e2e_ms) ** self.sharpness for _, est, trust in meeting]
             choice = rng.choices(meeting, weights=weights, k=1)[0][0]

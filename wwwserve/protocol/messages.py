@@ -60,6 +60,9 @@ class CompletionRequest:
     slo_ttft_ms: StrictInt | None = Field(
         default=None, gt=0, description="time to first token the user hopes for"
     )
+    slo_tpot_ms: StrictInt | None = Field(
+        default=None, gt=0, description="time per output token (after the first) the user hopes for"
+    )
     max_price: StrictFloat | None = Field(
         default=None, ge=0.0, description="most credits per token the user pays"
     )
