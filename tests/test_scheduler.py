@@ -163,3 +163,27 @@ async def test_unmeasured_real_engines_share_a_first_burst(net: LocalNetwork) ->
     finally:
         for s in servers:
             await s.stop()
+
+
+def test_placement_meets_the_slos_soonest_and_never_takes_the_unmeasured_for_instant() -> None:
+    """placement.pick is pure: request and candidate states in, a provider out."""
+    from wwwserve.policies.base import PeerState, RequestInfo
+    from wwwserve.scheduler.placement import pick
+
+    def state(name: str, **kw: float) -> PeerState:
+        return PeerState(name=name, capacity=4, queue_limit=4, **kw)  # type: ignore[arg-type]
+
+    info = RequestInfo(model="m", prompt_tokens=1000, max_tokens=200, remaining_ms=30_000)
+    fast = state("fast", prefill_tps=20_000, tpot_ms=10)
+    slow_decoder = state("slowdec", prefill_tps=40_000, tpot_ms=60)
+    assert pick(info, [("fast", fast), ("slowdec", slow_decoder)], 0.8) == "fast"  # sooner end to end
+    # nobody measured yet: the burst is spread by the share of slots in use, not piled on one name
+    cold = [("a", state("a", running=2)), ("b", state("b", running=1))]
+    assert pick(info, cold, 0.8) == "b"
+    # an unmeasured provider is as fast as the measured ones' mean, not instant
+    busy_known = state("known", prefill_tps=10_000, tpot_ms=10, running=4, queued=3, latency_ms=3000)
+    idle_new = state("new")
+    assert pick(info, [("known", busy_known), ("new", idle_new)], 0.8) == "new"  # idle wins, fairly
+    idle_known = state("known", prefill_tps=10_000, tpot_ms=10)
+    new_busy = state("new", running=4, queued=3)
+    assert pick(info, [("known", idle_known), ("new", new_busy)], 0.8) == "known"

@@ -29,20 +29,19 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any
 
 import nats
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from wwwserve.agent.dispatch import estimate_prompt_tokens, peer_state
 from wwwserve.agent.peers import Peer, PeerTable
 from wwwserve.agent.replies import ReplyWriter
 from wwwserve.agent.service import status_subject
-from wwwserve.config import WWWServeSettings
 from wwwserve.engines.base import prompt_text
 from wwwserve.errors import (
     BackendError,
@@ -54,7 +53,6 @@ from wwwserve.errors import (
 )
 from wwwserve.ledger.book import LedgerView
 from wwwserve.policies.base import PeerState, RequestInfo
-from wwwserve.policies.estimate import estimate
 from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
 from wwwserve.protocol.codec import Codec, decode, detect
@@ -62,26 +60,12 @@ from wwwserve.protocol.headers import Routing, routing_from_headers
 from wwwserve.protocol.messages import CompletionRequest, Heartbeat, parse_request
 from wwwserve.protocol.prefix import block_hashes, checkpoints
 from wwwserve.protocol.publish import publish
+from wwwserve.scheduler.placement import pick
+from wwwserve.scheduler.settings import SchedulerSettings
 
 log = structlog.get_logger(__name__)
 
 _FOREVER_S = 1e9  # the peer table never expires a provider by silence: only a failed probe does
-
-
-class SchedulerSettings(WWWServeSettings):
-    """Settings of the centralized reference scheduler."""
-
-    toml_table: ClassVar[str] = "scheduler"
-
-    name: str = Field("scheduler", description="name in replies and logs")
-    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server (a hub)")
-    default_timeout_s: float = Field(60.0, gt=0, description="deadline for requests that carry none")
-    peer_expiry_s: float = Field(
-        3.5, gt=0, description="a provider silent this long is probed; it is lost only if it does not answer"
-    )
-    ack_timeout_s: float = Field(2.0, gt=0, description="a provider must acknowledge an assignment this fast")
-    probe_timeout_s: float = Field(2.0, gt=0, description="how long a liveness probe waits for its answer")
-    slo_margin: float = Field(0.8, gt=0, le=1, description="an SLO counts as met with this margin")
 
 
 @dataclass(eq=False)
@@ -225,13 +209,8 @@ class Scheduler:
     # -- choosing ------------------------------------------------------------------------------------
 
     def choose(self, info: RequestInfo, exclude: set[str], probes: list[int] | None = None) -> str | None:
-        """The provider with room that meets the request's SLOs soonest (else the fastest with room),
-        from exactly what we have in flight there plus what only its heartbeat knows.
-
-        A provider whose speeds nobody has measured yet (a real engine before its first answers) is
-        estimated with the measured providers' mean speeds, never as instant: that made every request
-        of a burst look free on the newest provider. Before anyone is measured, the burst is spread by
-        the share of each provider's slots in use."""
+        """The provider with room that meets the request's SLOs soonest (placement.pick), from exactly
+        what we have in flight at each plus what only its heartbeat knows."""
         states: list[tuple[str, PeerState]] = []
         for p in self.peers.serving(info.model):
             b = p.beat
@@ -252,34 +231,7 @@ class Scheduler:
                 sent_since_beat=0,
             )
             states.append((b.name, state))
-        if not states:
-            return None
-        measured = [st for _, st in states if _measured(st)]
-        if not measured:
-            return min(states, key=lambda s: ((s[1].load + 1) / max(1, s[1].capacity), s[0]))[0]
-        typical = _mean_speeds(measured)
-        e2e_limit = info.remaining_ms
-        if info.slo_ms is not None:
-            e2e_limit = min(e2e_limit, info.slo_ms * self.settings.slo_margin)
-        ttft_limit = info.slo_ttft_ms * self.settings.slo_margin if info.slo_ttft_ms is not None else None
-        decode_limit = (
-            info.slo_tpot_ms * self.settings.slo_margin * max(1, info.max_tokens - 1)
-            if info.slo_tpot_ms is not None
-            else None
-        )
-        best: tuple[bool, float, str] | None = None
-        for name, st in states:
-            if not _measured(st):
-                st = replace(
-                    st, prefill_tps=typical[0], tpot_ms=typical[1], ttft_ms=typical[2], latency_ms=typical[3]
-                )
-            est = estimate(info, st)
-            meets = est.e2e_ms <= e2e_limit and (ttft_limit is None or est.ttft_ms <= ttft_limit)
-            meets = meets and (decode_limit is None or est.e2e_ms - est.ttft_ms <= decode_limit)
-            key = (not meets, est.e2e_ms, name)
-            if best is None or key < best:
-                best = key
-        return best[2] if best else None
+        return pick(info, states, self.settings.slo_margin)
 
     def _wake(self) -> None:
         """Room may have opened: the oldest waiting requests look again."""
@@ -474,27 +426,6 @@ class Scheduler:
             self.finished[a.peer] += 1
         a.peer = ""
         self._wake()
-
-
-def _measured(s: PeerState) -> bool:
-    """Whether a provider's speeds are known (its engine's model, or its own answers so far)."""
-    return s.prefill_tps > 0 or s.ttft_ms > 0
-
-
-def _mean_speeds(states: list[PeerState]) -> tuple[float, float, float, float]:
-    """The speeds of a typical measured provider, for one nobody has measured yet: prefill tokens/s,
-    TPOT, TTFT and latency."""
-
-    def mean(values: list[float]) -> float:
-        known = [v for v in values if v > 0]
-        return sum(known) / len(known) if known else 0.0
-
-    return (
-        mean([s.prefill_tps for s in states]),
-        mean([s.tpot_ms for s in states]),
-        mean([s.ttft_ms for s in states]),
-        mean([s.latency_ms for s in states]),
-    )
 
 
 async def run_scheduler(settings: SchedulerSettings) -> None:
