@@ -42,7 +42,7 @@ from wwwserve.policies.base import (
     RequestInfo,
     ServerState,
 )
-from wwwserve.policies.estimate import Estimate, estimate
+from wwwserve.policies.estimate import Estimate, decode_ms, estimate
 
 
 def stake_factor(stake: float, bonus: float = 4.0, scale: float = 100.0) -> float:
@@ -129,10 +129,12 @@ class DefaultPolicy:
         decode = math.inf if req.slo_tpot_ms is None else req.slo_tpot_ms * m * max(1, req.max_tokens - 1)
         return e2e, ttft, decode
 
-    def _meets(self, req: RequestInfo, est: Estimate) -> bool:
+    def _meets(self, req: RequestInfo, est: Estimate, s: ServerState) -> bool:
         """Whether an estimate meets the user's SLOs (with the safety margin) and the deadline."""
         e2e, ttft, decode = self._limits(req)
-        return est.e2e_ms <= e2e and est.ttft_ms <= ttft and est.e2e_ms - est.ttft_ms <= decode
+        return (
+            est.e2e_ms <= e2e and est.ttft_ms <= ttft and (decode == math.inf or decode_ms(req, s) <= decode)
+        )
 
     def decide(
         self, req: RequestInfo, own: OwnState, peers: Sequence[PeerState], rng: random.Random
@@ -143,16 +145,25 @@ class DefaultPolicy:
         local = estimate(req, own, prefix=pa) if own.healthy and self._local_room(req, own) else None
         can_forward = req.hops < own.max_hops and (own.forward or not req.own_user)
         cached_elsewhere = pa and can_forward and self._prefix_elsewhere(req, own, peers, local)
-        if local is not None and own.load < own.capacity and self._meets(req, local) and not cached_elsewhere:
+        if (
+            local is not None
+            and own.load < own.capacity
+            and self._meets(req, local, own)
+            and not cached_elsewhere
+        ):
             return ACCEPT
         if local is not None and req.hops > 0 and local.e2e_ms <= req.remaining_ms:
             return ACCEPT  # a peer already chose us with the same heartbeats; bouncing it on helps nobody
-        if has_slo and local is not None and self._meets(req, local) and not cached_elsewhere:
+        if has_slo and local is not None and self._meets(req, local, own) and not cached_elsewhere:
             return ACCEPT  # the user's SLO is met here, even if queued: no hop needed
 
-        options: list[tuple[str | None, Estimate, float]] = []
+        # (peer or None for local, estimate, weight, decode time for the TPOT target)
+        tpot_target = req.slo_tpot_ms is not None
+        options: list[tuple[str | None, Estimate, float, float]] = []
         if local is not None:
-            options.append((None, local, self._prefix_bonus(req, own)))
+            options.append(
+                (None, local, self._prefix_bonus(req, own), decode_ms(req, own) if tpot_target else 0.0)
+            )
         if can_forward:
             for p in peers:
                 if not self._peer_room(p):
@@ -162,7 +173,8 @@ class DefaultPolicy:
                 hop = self.hop_ms + self.staleness_ms_per_s * p.age_s
                 speeds = self._like_us_if_unmeasured(p, own)
                 est = estimate(req, speeds, extra_load=p.sent_since_beat, hop_ms=hop, prefix=pa)
-                options.append((p.name, est, self._trust(p) * self._prefix_bonus(req, p)))
+                decode = decode_ms(req, speeds) if tpot_target else 0.0
+                options.append((p.name, est, self._trust(p) * self._prefix_bonus(req, p), decode))
         if not options:
             return Reject("overloaded", f"{own.name} and its peers are full for {req.model}")
 
@@ -170,12 +182,10 @@ class DefaultPolicy:
         meeting = [
             o
             for o in options
-            if o[1].e2e_ms <= e2e_limit
-            and o[1].ttft_ms <= ttft_limit
-            and o[1].e2e_ms - o[1].ttft_ms <= decode_limit
+            if o[1].e2e_ms <= e2e_limit and o[1].ttft_ms <= ttft_limit and o[3] <= decode_limit
         ]
         if meeting:
-            weights = [trust / max(1.0, est.e2e_ms) ** self.sharpness for _, est, trust in meeting]
+            weights = [trust / max(1.0, est.e2e_ms) ** self.sharpness for _, est, trust, _ in meeting]
             choice = rng.choices(meeting, weights=weights, k=1)[0][0]
         else:
             feasible = [o for o in options if o[1].e2e_ms <= req.remaining_ms]

@@ -53,3 +53,13 @@ def estimate(
         wait = (load - s.capacity + 1) / max(1, s.capacity) * mean_service
     ttft = hop_ms + wait + prefill
     return Estimate(ttft, ttft + decode)
+
+
+def decode_ms(req: RequestInfo, s: ServerState) -> float:
+    """Time from the first token to the last at `s`'s step time, stalled by its share of prefill: what a
+    TPOT target is checked against.
+
+    Unlike `estimate`'s e2e it leaves out the prompts already queued: those are prefilled before this
+    request's own first token (they cost its TTFT, not its time per token)."""
+    busy = s.prefill_busy if s.prefill_busy < 0.9 else 0.9
+    return (req.max_tokens - 1 if req.max_tokens > 1 else 0) * s.tpot_ms / (1.0 - busy)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from wwwserve.policies.base import PeerState, RequestInfo
-from wwwserve.policies.estimate import estimate
+from wwwserve.policies.estimate import decode_ms, estimate
 
 
 def pick(info: RequestInfo, states: list[tuple[str, PeerState]], slo_margin: float) -> str | None:
@@ -35,7 +35,7 @@ def pick(info: RequestInfo, states: list[tuple[str, PeerState]], slo_margin: flo
             )
         est = estimate(info, st)
         meets = est.e2e_ms <= e2e_limit and (ttft_limit is None or est.ttft_ms <= ttft_limit)
-        meets = meets and (decode_limit is None or est.e2e_ms - est.ttft_ms <= decode_limit)
+        meets = meets and (decode_limit is None or decode_ms(info, st) <= decode_limit)
         key = (not meets, est.e2e_ms, name)
         if best is None or key < best:
             best = key
