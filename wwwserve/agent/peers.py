@@ -114,6 +114,10 @@ class PeerTable:
         """Whether `name` is in the table (alive or not yet expired-and-dropped)."""
         return name in self._peers
 
+    def get(self, name: str) -> Peer | None:
+        """`name`'s entry, alive or not yet dropped (None if unknown)."""
+        return self._peers.get(name)
+
     def is_alive(self, name: str) -> bool:
         """Whether `name` has heartbeated within the expiry window."""
         peer = self._peers.get(name)

@@ -39,7 +39,7 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from wwwserve.agent.dispatch import estimate_prompt_tokens, peer_state
-from wwwserve.agent.peers import Peer, PeerTable
+from wwwserve.agent.peers import PeerTable
 from wwwserve.agent.replies import ReplyWriter
 from wwwserve.agent.service import status_subject
 from wwwserve.engines.base import prompt_text
@@ -181,7 +181,7 @@ class Scheduler:
             await asyncio.sleep(0.25)
             now = time.monotonic()
             for name, held in list(self._at.items()):
-                peer = self._peer(name)
+                peer = self.peers.get(name)
                 quiet = peer is None or now - peer.received > max(
                     self.settings.peer_expiry_s, 3.0 * peer.beat.interval_s
                 )
@@ -202,11 +202,6 @@ class Scheduler:
                 a.events.put_nowait(("gone", None))
         finally:
             self._probing.discard(name)
-
-    def _peer(self, name: str) -> Peer | None:
-        return next((p for p in self.peers.alive() if p.name == name), None)
-
-    # -- choosing ------------------------------------------------------------------------------------
 
     def choose(self, info: RequestInfo, exclude: set[str], probes: list[int] | None = None) -> str | None:
         """The provider with room that meets the request's SLOs soonest (placement.pick), from exactly
