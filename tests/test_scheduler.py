@@ -187,3 +187,35 @@ def test_placement_meets_the_slos_soonest_and_never_takes_the_unmeasured_for_ins
     idle_known = state("known", prefill_tps=10_000, tpot_ms=10)
     new_busy = state("new", running=4, queued=3)
     assert pick(info, [("known", idle_known), ("new", new_busy)], 0.8) == "known"
+
+
+async def test_an_assignment_repeated_to_the_same_provider_still_reports_its_end(net: LocalNetwork) -> None:
+    """A scheduler may place a request again on a provider that already has it (same id): the provider
+    serves it once, and the latest assigner hears that it ended (or it would wait out the deadline)."""
+    await _centralized(net, ["p1"], max_concurrency=1)
+    nc = await nats.connect(net.providers["p1"].url)
+    try:
+        client = await nc.subscribe(nc.new_inbox())
+        controls = [await nc.subscribe(nc.new_inbox()) for _ in range(3)]
+        body = json.dumps({"prompt": "same request", "max_tokens": 20}).encode()
+        hdrs = {h.REQUEST_ID: "rid-repeat-1", h.REPLY_TO: client.subject, h.WANT_ACK: "true"}
+        direct = subjects.direct_subject("p1", MODEL)
+        await nc.publish(direct, body, reply=controls[0].subject, headers=hdrs)
+        await asyncio.sleep(0.2)
+        await nc.publish(direct, body, reply=controls[1].subject, headers=hdrs)  # while it runs
+        final = await client.next_msg(timeout=20)
+        assert (final.headers or {}).get(h.FINAL) == "true"
+        kinds = []
+        while True:
+            m = await controls[1].next_msg(timeout=5)
+            kinds.append("ack" if h.ACK in (m.headers or {}) else (m.headers or {}).get(h.DONE))
+            if kinds[-1] == "200":
+                break
+        assert kinds == ["ack", "200"]
+        await nc.publish(direct, body, reply=controls[2].subject, headers=hdrs)  # after it finished
+        replay = await client.next_msg(timeout=5)
+        assert replay.data == final.data  # the same answer, not served twice
+        m = await controls[2].next_msg(timeout=5)
+        assert (m.headers or {}).get(h.DONE) == "200"
+    finally:
+        await nc.close()

@@ -257,10 +257,13 @@ class Dispatcher:
                 await writer.error(BackendError("this request is already streaming to another inbox"))
             else:
                 earlier.writer.inbox = writer.inbox  # the running work now answers the retry
+                if writer.control:  # and tells the scheduler that assigned it again when it ends
+                    earlier.writer.control = writer.control
             log.info("request.duplicate", provider=agent.name, request_id=writer.request_id, state="running")
             return
         if writer.inbox:
             await publish(agent.nc, writer.inbox, earlier[0], earlier[1])  # as the first answer went out
+        await writer.notice(earlier[1].get(h.ERROR, "200"))  # an assigning scheduler counts it as ended
         log.info("request.duplicate", provider=agent.name, request_id=writer.request_id, state="finished")
 
     def _request_info(

@@ -80,7 +80,7 @@ class ReplyWriter:
         if to:
             await publish(self.nc, to, b"", {h.ACK: self.provider, h.REQUEST_ID: self.request_id})
 
-    async def _notice(self, status: str) -> None:
+    async def notice(self, status: str) -> None:
         """Tell an assigning scheduler that the request ended (it counts its in-flight work exactly)."""
         if self.control:
             hdrs = {h.DONE: status, h.REQUEST_ID: self.request_id, h.PROVIDER: self.provider}
@@ -116,7 +116,7 @@ class ReplyWriter:
         if self.on_final is not None:
             self.on_final(self.request_id, data, hdrs)
         if self.control:
-            await self._notice("200")
+            await self.notice("200")
 
     async def error(self, err: WWWServeError) -> None:
         """Send an error reply (status header + {code, message}), which ends the stream."""
@@ -133,13 +133,12 @@ class ReplyWriter:
         hdrs[h.ERROR] = err.code
         data = encode(body.model_dump(), self.codec, self.packer)
         if self.control and not self.delivered:
-            await publish(
-                self.nc, self.control, data, hdrs
-            )  # the scheduler places it elsewhere or passes it on
+            # nothing reached the client yet: the scheduler places the request elsewhere or passes this on
+            await publish(self.nc, self.control, data, hdrs)
             return
         await publish(self.nc, self.inbox, data, hdrs)
         if self.control:
-            await self._notice(err.code)
+            await self.notice(err.code)
 
     async def relay(self, data: bytes, headers: dict[str, str] | None) -> None:
         """Pass on a message from the peer we forwarded to, keeping our own numbering."""
@@ -160,4 +159,4 @@ class ReplyWriter:
             if self.on_final is not None:
                 self.on_final(self.request_id, data, hdrs)
         if final and self.control:
-            await self._notice(hdrs.get(h.ERROR, "200"))
+            await self.notice(hdrs.get(h.ERROR, "200"))
