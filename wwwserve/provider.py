@@ -12,7 +12,7 @@ from wwwserve.agent.settings import ProviderSettings
 from wwwserve.broker.config import LeafConfig
 from wwwserve.broker.process import NatsServer
 from wwwserve.engines.factory import create_engine
-from wwwserve.policies.base import load_policy
+from wwwserve.policies.registry import load_policy
 
 log = structlog.get_logger(__name__)
 

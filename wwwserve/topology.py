@@ -21,7 +21,7 @@ from wwwserve.broker.process import NatsServer, free_port
 from wwwserve.broker.streams import create_when_ready
 from wwwserve.engines.base import Engine
 from wwwserve.engines.factory import create_engine
-from wwwserve.policies.base import load_policy
+from wwwserve.policies.registry import load_policy
 from wwwserve.scheduler import Scheduler, SchedulerSettings
 
 

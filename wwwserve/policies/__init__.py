@@ -9,8 +9,8 @@ from wwwserve.policies.base import (
     Policy,
     Reject,
     RequestInfo,
-    load_policy,
 )
+from wwwserve.policies.registry import load_policy
 
 __all__ = [
     "Accept",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,25 +114,3 @@ class Policy(Protocol):
     ) -> Decision:
         """Choose what to do with one request."""
         ...
-
-
-def load_policy(spec: str) -> Policy:
-    """Build a policy from `default`, `noprefix`, `isolated`, `centralized`, or `package.module:Class`."""
-    from wwwserve.policies.centralized import CentralizedPolicy
-    from wwwserve.policies.default import DefaultPolicy
-    from wwwserve.policies.isolated import IsolatedPolicy
-
-    builtin: dict[str, type] = {
-        "default": DefaultPolicy,
-        "wwwserve": DefaultPolicy,
-        "isolated": IsolatedPolicy,
-        "centralized": CentralizedPolicy,
-    }
-    if spec in ("noprefix", "wwwserve-noprefix"):  # the default policy, blind to prefix caches
-        return DefaultPolicy(name="noprefix", prefix_aware=False)
-    if spec in builtin:
-        return builtin[spec]()  # type: ignore[no-any-return]
-    module, sep, cls = spec.partition(":")
-    if not sep:
-        raise ValueError(f"unknown policy {spec!r}: use {sorted(builtin)} or package.module:ClassName")
-    return getattr(importlib.import_module(module), cls)()  # type: ignore[no-any-return]
