@@ -135,7 +135,7 @@ class Agent:
                 pending_size=8 * 1024 * 1024,
                 **connection_callbacks(self.log),
             )
-            self._dispatcher = Dispatcher(self)
+            self._dispatcher = Dispatcher(self, self._loop)
             if self.settings.metrics_port:
                 self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
             await self._subscribe()

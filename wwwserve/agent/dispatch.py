@@ -127,10 +127,11 @@ class CandidateStates(Sequence[PeerState]):
 class Dispatcher:
     """Holds what request handling needs from its agent; one `handle` call per request message."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, loop: asyncio.AbstractEventLoop) -> None:
         self.agent = agent
-        # read once: asyncio's `get_running_loop` and `current_task()` make a getpid system call each
-        self._loop = asyncio.get_running_loop()
+        # the agent's loop, kept: asyncio's `get_running_loop` and `current_task()` make a getpid system
+        # call each (one loop handle for the request path: the agent spawns handlers on the same one)
+        self._loop = loop
         self._packer = msgpack.Packer(use_bin_type=True)  # reused for every reply body
         self._new_id = RequestIds()  # names the requests that come without an id (plain `nats req`)
         self._next_timed = 0.0  # monotonic time from which the next decision is timed
