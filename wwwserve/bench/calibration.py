@@ -216,10 +216,10 @@ def replay(
             clock = max(clock, pending[0][0])
         while pending and pending[0][0] <= clock:
             _, i, r = heapq.heappop(pending)
-            words = f"{shared} u{i} " + " ".join(
-                f"r{i}.{j}" for j in range(max(0, r.input_len - prefix_len - 1))
-            )
-            hashes = block_hashes(words) if prefix_len and options.prefix_caching else None
+            hashes = None
+            if prefix_len and engine.options.prefix_caching:  # the shared prefix, then this request's words
+                own = " ".join(f"r{i}.{j}" for j in range(max(0, r.input_len - prefix_len - 1)))
+                hashes = block_hashes(f"{shared} u{i} {own}")
             inside[engine.submit(r.input_len, max(1, r.output_len), hashes)] = r
         step = engine.plan_step()
         if step is None:

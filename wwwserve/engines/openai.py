@@ -208,7 +208,9 @@ class OpenAIEngine:
         answer: list[str] = []
         done = False
         self._running += 1
-        prompt_words = len(prompt_text(request).split()) or 1
+        prompt = prompt_text(request)
+        words = len(prompt.split())
+        prompt_words = words or 1  # what the prefill backlog counts for this request
         ahead = self.prefill_backlog
         self.prefill_backlog += prompt_words
         waiting_first = True
@@ -276,7 +278,7 @@ class OpenAIEngine:
             if not self._warned_usage:
                 self._warned_usage = True
                 log.warning("openai.no_usage", base_url=self.base_url, counted="prompt words and chunks")
-            usage = (len(prompt_text(request).split()), produced)
+            usage = (words, produced)
         # the server's prefix cache now holds the prompt and the answer (a next turn resends both)
-        self.prefix_cache.insert(block_hashes(f"{prompt_text(request)} {''.join(answer)}"))
+        self.prefix_cache.insert(block_hashes(f"{prompt} {''.join(answer)}"))
         yield Delta("", finish or "stop", usage[0], usage[1] or produced)

@@ -107,9 +107,7 @@ class SimOptions:
     bandwidth_efficiency: float = 0.0  # share of peak bandwidth a decode step reaches (0 = profile, 0.70)
     step_overhead_ms: float = 0.0  # fixed cost of every step (scheduling, kernel launches)
     gpu_memory_utilization: float = 0.9  # as vLLM's flag: the share of memory for weights + KV cache
-    max_batched_tokens: int = (
-        0  # token budget of one step (vLLM's max_num_batched_tokens); 0 = vLLM's default
-    )
+    max_batched_tokens: int = 0  # token budget of one step (max_num_batched_tokens); 0 = vLLM's default
     vllm: str = ""  # the vLLM generation modelled: 0.22 or 0.6 (default: 0.22 on h100/h200, else 0.6)
     kv_capacity_tokens: int = 0  # KV cache size in tokens; 0 = from the profile, unbounded without one
     block_size: int = 16  # KV cache block (page) size in tokens

@@ -98,7 +98,6 @@ class Scheduler:
         self.settings = settings
         self.peers = PeerTable(settings.name, _FOREVER_S, view_size=1 << 30)  # sees everyone
         self._no_ledger = LedgerView()  # the reference weighs load and speed only
-        self.in_flight: dict[str, int] = defaultdict(int)  # assigned and not ended, per provider
         self.assigned: dict[str, int] = defaultdict(int)  # ever assigned, per provider
         self.finished: dict[str, int] = defaultdict(int)  # ended (answer or error), per provider
         self.lost: dict[str, int] = defaultdict(int)  # declared lost after an unanswered probe
@@ -113,6 +112,11 @@ class Scheduler:
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> dict[str, int]:
+        """Assigned and not ended, per provider (every provider ever assigned to is listed)."""
+        return {name: len(held) for name, held in self._at.items()}
 
     def stop(self) -> None:
         """Ask `run` to return."""
@@ -406,7 +410,6 @@ class Scheduler:
         a.events = asyncio.Queue()
         self._by_token[a.token] = a
         self._at[peer].add(a)
-        self.in_flight[peer] += 1
         self.assigned[peer] += 1
 
     def _release(self, a: Assignment) -> None:
@@ -417,7 +420,6 @@ class Scheduler:
         held = self._at.get(a.peer)
         if held is not None and a in held:
             held.discard(a)
-            self.in_flight[a.peer] -= 1
             self.finished[a.peer] += 1
         a.peer = ""
         self._wake()
