@@ -18,6 +18,7 @@ class Slots:
         self.queue_limit = queue_limit
         self._on_change = on_change or (lambda: None)
         self.running = 0
+        self.waiting_prefill = 0  # prompt tokens of the requests waiting for a slot (prefill ahead)
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
@@ -33,14 +34,19 @@ class Slots:
             return True
         return False
 
-    async def take(self) -> None:
-        """Take a slot, waiting in arrival order; raise Overloaded when the wait queue is full."""
+    async def take(self, prefill: int = 0) -> None:
+        """Take a slot, waiting in arrival order; raise Overloaded when the wait queue is full.
+
+        `prefill`: the request's prompt tokens, counted in `waiting_prefill` while it waits (until
+        the engine has it, its prompt is prefill work ahead of later requests: the policies' estimate).
+        """
         if self.try_take():
             return
         if len(self._waiters) >= self.queue_limit:
             raise Overloaded(f"queue full ({self.queue_limit} waiting, {self.running} running)")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
+        self.waiting_prefill += prefill
         self._on_change()
         try:
             await fut
@@ -50,6 +56,8 @@ class Slots:
             elif fut.done() and not fut.cancelled():
                 self._release()  # we were handed a slot but leave without using it
             raise
+        finally:
+            self.waiting_prefill -= prefill
         self._on_change()
 
     def give_back(self) -> None:

@@ -20,13 +20,14 @@ from nats.micro.service import Service
 from wwwserve import PROTOCOL_VERSION
 from wwwserve.agent.admission import Slots
 from wwwserve.agent.beats import BeatScope
-from wwwserve.agent.credits import Credits
-from wwwserve.agent.dispatch import Dispatcher, peer_state
-from wwwserve.agent.duels import Duels
+from wwwserve.agent.credits import CreditConfig, Credits
+from wwwserve.agent.dispatch import DispatchConfig, Dispatcher, peer_state
+from wwwserve.agent.duels import DuelConfig, Duels
 from wwwserve.agent.metrics import AgentMetrics, Gauges
 from wwwserve.agent.peers import PeerTable
+from wwwserve.agent.ports import Link
 from wwwserve.agent.requests import RequestRegistry
-from wwwserve.agent.service import register_service
+from wwwserve.agent.service import ServiceParts, register_service
 from wwwserve.agent.settings import ProviderSettings
 from wwwserve.agent.stats import ServingStats
 from wwwserve.broker.streams import ensure_streams
@@ -66,12 +67,11 @@ class Agent:
                 )
             self.models[tok] = m
         self.slots = Slots(settings.max_concurrency, settings.max_queue, on_change=self.notify_load_changed)
-        self.accepted_prefill = 0  # prompt tokens accepted here but not yet handed to the engine
         self.stats = ServingStats.new()
         self.rng = random.Random()
         self.peers = PeerTable(self.name, settings.peer_expiry_s, settings.peer_view, rng=self.rng)
         self.log = log.bind(provider=self.name)
-        self._nc: nats.aio.client.Client | None = None
+        self.link = Link()  # the connection, handed to the parts now and connected in `run`
         self._queue_subs: dict[str, _ModelSub] = {t: _ModelSub(m) for t, m in self.models.items()}
         self._other_subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -100,8 +100,21 @@ class Agent:
                 accepting=lambda: 1.0 if self.accepting else 0.0,
             )
         )
-        self.credits = Credits(self)
-        self.duels = Duels(self)
+        self.credits = Credits(self.name, CreditConfig.of(settings), self.link, self.peers, self.spawn)
+        self.duels = Duels(
+            name=self.name,
+            config=DuelConfig.of(settings),
+            link=self.link,
+            rng=self.rng,
+            spawn=self.spawn,
+            peers=self.peers,
+            ledger=self.credits.ledger,
+            records=self.credits,
+            identity=self.credits.identity,
+            models=tuple(self.models.values()),
+            engine=engine,
+            slots=self.slots,
+        )
         self._unhealthy_until = 0.0
         self._was_healthy = True
 
@@ -110,9 +123,7 @@ class Agent:
     @property
     def nc(self) -> nats.aio.client.Client:
         """The agent's NATS connection (after start)."""
-        if self._nc is None:
-            raise RuntimeError("agent not started")
-        return self._nc
+        return self.link.nc
 
     async def wait_ready(self) -> None:
         """Return once the agent is subscribed and has sent its first heartbeat."""
@@ -127,7 +138,7 @@ class Agent:
         self._loop = asyncio.get_running_loop()
         await self.engine.start()
         try:
-            self._nc = await nats.connect(
+            nc = await nats.connect(
                 self.settings.nats_url or f"nats://{self.settings.host}:{self.settings.port}",
                 name=f"wwwserve-agent-{self.name}",
                 max_reconnect_attempts=-1,
@@ -135,7 +146,8 @@ class Agent:
                 pending_size=8 * 1024 * 1024,
                 **connection_callbacks(self.log),
             )
-            self._dispatcher = Dispatcher(self, self._loop)
+            self.link.attach(nc)
+            self._dispatcher = self._new_dispatcher(nc, self._loop)
             if self.settings.metrics_port:
                 self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
             await self._subscribe()
@@ -167,6 +179,28 @@ class Agent:
             await self.engine.close()
             self.log.info("agent.stopped", served=self.stats.served, forwarded=self.stats.forwarded)
 
+    def _new_dispatcher(self, nc: nats.aio.client.Client, loop: asyncio.AbstractEventLoop) -> Dispatcher:
+        """The request path, handed what it uses (the agent itself only as the engine's `ServingHost`)."""
+        return Dispatcher(
+            name=self.name,
+            config=DispatchConfig.of(self.settings),
+            nc=nc,
+            loop=loop,
+            engine=self.engine,
+            models=self.models,
+            slots=self.slots,
+            peers=self.peers,
+            requests=self.requests,
+            policy=self.policy,
+            rng=self.rng,
+            stats=self.stats,
+            metrics=self.metrics,
+            ledger=self.credits.ledger,
+            receipts=self.credits,
+            host=self,
+            on_answered=self.duels.maybe_start,
+        )
+
     async def _subscribe(self) -> None:
         # an engine that is still starting (a supervised vLLM) joins once it is healthy (_check_health)
         self._was_healthy = self.engine_healthy()
@@ -182,7 +216,18 @@ class Agent:
         self._other_subs.append(
             await self.nc.subscribe(f"{subjects.DIRECT_PREFIX}.{self.name}.*", cb=unknown_models_only)
         )
-        self._service = await register_service(self, direct)
+        self._service = await register_service(
+            self.nc,
+            ServiceParts(
+                name=self.name,
+                engine_kind=self.engine.kind,
+                models=self.models,
+                counts=self._counts,
+                status=self.heartbeat,
+                ledger_view=self.credits.view,
+                on_direct=direct,
+            ),
+        )
         self.beats = BeatScope(
             self.nc,
             self.name,
@@ -197,6 +242,17 @@ class Agent:
             await self.nc.subscribe(subjects.cancel_subject(self.name), cb=self._on_cancel)
         )
         await self.nc.flush()
+
+    def _counts(self) -> dict[str, int]:
+        """What `nats micro stats` shows of this provider."""
+        s = self.stats
+        return {
+            "served": s.served,
+            "failed": s.failed,
+            "forwarded": s.forwarded,
+            "running": self.slots.running,
+            "queued": self.slots.queued,
+        }
 
     async def _ensure_streams(self) -> None:
         """Create the hubs' JetStream assets if no hub did (an open network); a closed one refuses."""
@@ -338,9 +394,10 @@ class Agent:
     def load(self) -> EngineLoad:
         """The engine's load, with the prompts accepted here but still waiting for a slot as backlog."""
         load = self.engine.load()
-        if not self.accepted_prefill:
+        waiting = self.slots.waiting_prefill
+        if not waiting:
             return load
-        return load._replace(prefill_backlog=load.prefill_backlog + self.accepted_prefill)
+        return load._replace(prefill_backlog=load.prefill_backlog + waiting)
 
     def heartbeat(self) -> Heartbeat:
         """What this agent says about itself now."""

@@ -17,7 +17,9 @@ import contextlib
 import json
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -27,6 +29,9 @@ from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
+from wwwserve.agent.peers import PeerTable
+from wwwserve.agent.ports import Link, Spawn
+from wwwserve.agent.settings import ProviderSettings
 from wwwserve.broker.streams import jetstream, read_all
 from wwwserve.datadir import DataDirLock
 from wwwserve.ledger.checkpoint import CheckpointVote, choose, digest, encode_state
@@ -36,9 +41,6 @@ from wwwserve.ledger.store import Ledger
 from wwwserve.protocol import subjects
 from wwwserve.protocol.headers import now_ms
 from wwwserve.runtime import wait_event
-
-if TYPE_CHECKING:
-    from wwwserve.agent.agent import Agent
 
 log = structlog.get_logger(__name__)
 
@@ -52,14 +54,38 @@ def view_subject(provider: str) -> str:
     return f"{VIEW_PREFIX}.{provider}"
 
 
-class Credits:
-    """Identity, ledger and the messages that keep ledgers in agreement, for one agent."""
+@dataclass(frozen=True)
+class CreditConfig:
+    """The provider settings the credits read."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        data_dir = agent.settings.state_dir
-        self._lock = DataDirLock(data_dir, f"provider {agent.name}")
-        self.identity = load_or_create(data_dir, agent.name)
+    state_dir: Path
+    price: float = 0.0
+    stake: float = 0.0
+    checkpoint_every: int = 10_000
+    checkpoint_quorum: int = 2
+
+    @classmethod
+    def of(cls, s: ProviderSettings) -> CreditConfig:
+        """The credit section of a provider's settings."""
+        return cls(s.state_dir, s.price, s.stake, s.checkpoint_every, s.checkpoint_quorum)
+
+
+class Credits:
+    """Identity, ledger and the messages that keep ledgers in agreement, for one provider.
+
+    Receives its name and settings section, the connection (`link`, connected later), the peer table
+    (the prices peers advertise, to check a receipt against) and `spawn` for its background work.
+    """
+
+    def __init__(self, name: str, config: CreditConfig, link: Link, peers: PeerTable, spawn: Spawn) -> None:
+        self.name = name
+        self.config = config
+        self.link = link
+        self.peers = peers
+        self.spawn = spawn
+        data_dir = config.state_dir
+        self._lock = DataDirLock(data_dir, f"provider {name}")
+        self.identity = load_or_create(data_dir, name)
         self.ledger = Ledger(data_dir / "ledger.sqlite")
         self._wake = asyncio.Event()
         self._failed = False  # a publish failed since the last pass: its record waits in the outbox
@@ -82,8 +108,8 @@ class Credits:
             model=model,
             prompt_tokens=prompt,
             completion_tokens=completion,
-            price=self.agent.settings.price,
-            server=self.agent.name,
+            price=self.config.price,
+            server=self.name,
             server_key=self.identity.public_key,
             origin=origin,
             ts_ms=now_ms(),
@@ -97,17 +123,17 @@ class Credits:
         try:
             r = Receipt.model_validate_json(base64.b64decode(header))
         except (ValueError, ValidationError):
-            log.warning("receipt.malformed", provider=self.agent.name, peer=peer)
+            log.warning("receipt.malformed", provider=self.name, peer=peer)
             return
-        advertised = next((p.beat.price for p in self.agent.peers.alive() if p.beat.name == peer), r.price)
-        if r.server != peer or r.origin != self.agent.name or r.request_id != request_id:
-            log.warning("receipt.mismatch", provider=self.agent.name, peer=peer, request_id=request_id)
+        advertised = next((p.beat.price for p in self.peers.alive() if p.beat.name == peer), r.price)
+        if r.server != peer or r.origin != self.name or r.request_id != request_id:
+            log.warning("receipt.mismatch", provider=self.name, peer=peer, request_id=request_id)
             return
         if r.price > advertised + 1e-9:
-            log.warning("receipt.overpriced", provider=self.agent.name, peer=peer, price=r.price)
+            log.warning("receipt.overpriced", provider=self.name, peer=peer, price=r.price)
             return
         full = r.countersigned_by(self.identity)
-        log.debug("receipt.settled", provider=self.agent.name, peer=peer, amount=full.amount)
+        log.debug("receipt.settled", provider=self.name, peer=peer, amount=full.amount)
         await self.publish(full)
 
     async def publish(self, record: Record) -> bool:
@@ -122,14 +148,14 @@ class Credits:
 
     async def _send(self, record: Record) -> bool:
         try:
-            await jetstream(self.agent.nc).publish(
+            await jetstream(self.link.nc).publish(
                 subjects.LEDGER_RECEIPT,
                 record.model_dump_json().encode(),
                 stream=subjects.LEDGER_STREAM,
                 headers={"Nats-Msg-Id": record.id},
             )
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as e:
-            log.debug("ledger.publish_failed", provider=self.agent.name, record=record.id, error=repr(e))
+            log.debug("ledger.publish_failed", provider=self.name, record=record.id, error=repr(e))
             return False
         self.ledger.release(record.id)
         return True
@@ -140,7 +166,7 @@ class Credits:
         """Catch up (from a checkpoint when we have nothing yet) and follow the stream from there."""
         if self._sub is not None:
             return True
-        js = jetstream(self.agent.nc)
+        js = jetstream(self.link.nc)
         try:
             if self.ledger.applied_seq == 0:
                 await self._catch_up_from_checkpoint()
@@ -157,7 +183,7 @@ class Credits:
                 pending_msgs_limit=1 << 20,
             )
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as e:
-            log.debug("ledger.stream_unavailable", provider=self.agent.name, error=repr(e))
+            log.debug("ledger.stream_unavailable", provider=self.name, error=repr(e))
             return False
         return True
 
@@ -171,18 +197,18 @@ class Credits:
             return
         outcome = self.ledger.add(record, seq)
         if outcome not in ("added", "duplicate"):
-            log.info("ledger.record_refused", provider=self.agent.name, record=record.id, why=outcome)
-        every = self.agent.settings.checkpoint_every
+            log.info("ledger.record_refused", provider=self.name, record=record.id, why=outcome)
+        every = self.config.checkpoint_every
         if every and seq % every == 0:
-            self.agent.spawn(self._vote(seq, encode_state(self.ledger.state())))
+            self.spawn(self._vote(seq, encode_state(self.ledger.state())))
 
     async def _vote(self, seq: int, state: bytes) -> None:
         """Sign the state at `seq`; publish it unless someone did (a random pause spreads the work)."""
         d = digest(state)
         vote = CheckpointVote(
-            seq=seq, digest=d, signer=self.agent.name, key=self.identity.public_key, ts_ms=now_ms()
+            seq=seq, digest=d, signer=self.name, key=self.identity.public_key, ts_ms=now_ms()
         ).signed(self.identity)
-        js = jetstream(self.agent.nc)
+        js = jetstream(self.link.nc)
         try:
             await asyncio.sleep(random.uniform(0.0, 1.0))
             state_subject = f"{subjects.LEDGER_STATE_PREFIX}.{d}"
@@ -193,23 +219,23 @@ class Credits:
                     state_subject, state, stream=subjects.CHECKPOINT_STREAM, headers={"Nats-Msg-Id": d}
                 )
             await js.publish(
-                f"{subjects.LEDGER_CHECKPOINT_PREFIX}.{self.agent.name}",
+                f"{subjects.LEDGER_CHECKPOINT_PREFIX}.{self.name}",
                 vote.model_dump_json().encode(),
                 stream=subjects.CHECKPOINT_STREAM,
             )
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as e:
-            log.info("checkpoint.vote_failed", provider=self.agent.name, seq=seq, error=repr(e))
+            log.info("checkpoint.vote_failed", provider=self.name, seq=seq, error=repr(e))
 
     async def _catch_up_from_checkpoint(self) -> None:
         """Load the newest state `checkpoint_quorum` providers signed, if any (else replay everything)."""
         started = time.monotonic()
-        loaded = await load_checkpoint(self.agent.nc, self.agent.settings.checkpoint_quorum)
+        loaded = await load_checkpoint(self.link.nc, self.config.checkpoint_quorum)
         if loaded is not None:
             self.ledger.restore(loaded)
             self.checkpoint_seq = int(loaded["seq"])
             log.info(
                 "ledger.checkpoint_loaded",
-                provider=self.agent.name,
+                provider=self.name,
                 seq=loaded["seq"],
                 took_s=round(time.monotonic() - started, 3),
             )
@@ -218,7 +244,7 @@ class Credits:
         """This provider's view of the ledger, keyed by provider name."""
         v = self.ledger.view
         return {
-            "provider": self.agent.name,
+            "provider": self.name,
             "balances": dict(sorted(v.balances.items())),
             "stakes": dict(sorted(v.stakes.items())),
             "reputation": dict(sorted(v.reputation.items())),
@@ -259,13 +285,13 @@ class Credits:
         return True
 
     async def _publish_stake(self) -> bool:
-        want = self.agent.settings.stake
-        if self.ledger.view.stakes.get(self.agent.name, 0.0) == want:
+        want = self.config.stake
+        if self.ledger.view.stakes.get(self.name, 0.0) == want:
             return True
-        s = Stake(provider=self.agent.name, key=self.identity.public_key, amount=want, ts_ms=now_ms())
+        s = Stake(provider=self.name, key=self.identity.public_key, amount=want, ts_ms=now_ms())
         s = s.signed(self.identity)
-        if want > self.ledger.view.balances.get(self.agent.name, INITIAL_GRANT) + 1e-9:
-            log.warning("stake.refused", provider=self.agent.name, amount=want, why="stake exceeds balance")
+        if want > self.ledger.view.balances.get(self.name, INITIAL_GRANT) + 1e-9:
+            log.warning("stake.refused", provider=self.name, amount=want, why="stake exceeds balance")
             return True
         await self.publish(s)
         return True

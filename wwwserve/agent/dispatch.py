@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, TypeAlias, overload
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeAlias, overload
 
 import msgpack
 import structlog
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from wwwserve.agent.peers import Peer
+from wwwserve.agent.admission import Slots
+from wwwserve.agent.metrics import AgentMetrics
+from wwwserve.agent.peers import Peer, PeerTable
+from wwwserve.agent.ports import LedgerReader, Receipts, ServingHost
 from wwwserve.agent.relay import RECEIPT_HEADER, relay
 from wwwserve.agent.replies import ReplyWriter
-from wwwserve.agent.requests import Active
+from wwwserve.agent.requests import Active, RequestRegistry
+from wwwserve.agent.settings import ProviderSettings
+from wwwserve.agent.stats import ServingStats
 from wwwserve.agent.watchdog import Watchdog
-from wwwserve.engines.base import prompt_text
+from wwwserve.engines.base import Engine, prompt_text
 from wwwserve.errors import (
     BackendError,
     BadRequest,
@@ -28,7 +36,7 @@ from wwwserve.errors import (
     error_from_wire,
 )
 from wwwserve.ledger.book import LedgerView, routing_factor
-from wwwserve.policies.base import Accept, Forward, OwnState, PeerState, Reject, RequestInfo
+from wwwserve.policies.base import Accept, Forward, OwnState, PeerState, Policy, Reject, RequestInfo
 from wwwserve.protocol import headers as h
 from wwwserve.protocol import subjects
 from wwwserve.protocol.codec import Codec, decode, detect
@@ -36,9 +44,6 @@ from wwwserve.protocol.headers import RequestIds, Routing, routing_from_headers
 from wwwserve.protocol.messages import CompletionRequest, parse_request
 from wwwserve.protocol.prefix import BLOCK_TOKENS, CHECKPOINT, block_hashes, checkpoints, matched_tokens
 from wwwserve.protocol.publish import publish
-
-if TYPE_CHECKING:
-    from wwwserve.agent.agent import Agent
 
 log = structlog.get_logger(__name__)
 
@@ -124,43 +129,107 @@ class CandidateStates(Sequence[PeerState]):
         return iter(self._built())
 
 
-class Dispatcher:
-    """Holds what request handling needs from its agent; one `handle` call per request message."""
+@dataclass(frozen=True, slots=True)
+class DispatchConfig:
+    """The provider settings a request's path reads (plain attributes: a pydantic model's read costs
+    ~0.1 µs through __getattr__, and the path reads several per request)."""
 
-    def __init__(self, agent: Agent, loop: asyncio.AbstractEventLoop) -> None:
-        self.agent = agent
+    max_request_bytes: int = 256 * 1024
+    default_timeout_s: float = 60.0
+    engine_stall_s: float = 60.0
+    price: float = 0.0
+    network_share: float = 1.0
+    forward: bool = True
+    max_hops: int = 2
+    slo_aware: bool = True
+    min_price: float = 0.0
+    serve_without_credit: bool = True
+
+    @classmethod
+    def of(cls, s: ProviderSettings) -> DispatchConfig:
+        """The dispatch section of a provider's settings."""
+        return cls(**{f: getattr(s, f) for f in cls.__dataclass_fields__})
+
+
+# called once a user's request was answered: (request, model, routing, served_by, text); duels hook here
+AnswerHook: TypeAlias = Callable[[CompletionRequest, str, Routing, str, str], None]
+
+
+class Dispatcher:
+    """One `handle` call per request message: decide by the policy, then serve, forward or refuse.
+
+    It holds what the request path uses, each handed over by the agent that wires it: the connection,
+    the engine and its slots, the peer table, the ledger, the policy; `host` answers for the engine's
+    health and load (a Protocol the agent implements).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        config: DispatchConfig,
+        nc: Client,
+        loop: asyncio.AbstractEventLoop,
+        engine: Engine,
+        models: Mapping[str, str],
+        slots: Slots,
+        peers: PeerTable,
+        requests: RequestRegistry,
+        policy: Policy,
+        rng: random.Random,
+        stats: ServingStats,
+        metrics: AgentMetrics,
+        ledger: LedgerReader,
+        receipts: Receipts,
+        host: ServingHost,
+        on_answered: AnswerHook,
+    ) -> None:
+        self.name = name
+        self.nc = nc
         # the agent's loop, kept: asyncio's `get_running_loop` and `current_task()` make a getpid system
         # call each (one loop handle for the request path: the agent spawns handlers on the same one)
         self._loop = loop
+        self.engine = engine
+        self.models = models
+        self.slots = slots
+        self.peers = peers
+        self.requests = requests
+        self.policy = policy
+        self.rng = rng
+        self.stats = stats
+        self.metrics = metrics
+        self.ledger = ledger
+        self.receipts = receipts
+        self.host = host
+        self.on_answered = on_answered
         self._packer = msgpack.Packer(use_bin_type=True)  # reused for every reply body
         self._new_id = RequestIds()  # names the requests that come without an id (plain `nats req`)
         self._next_timed = 0.0  # monotonic time from which the next decision is timed
         self._rebuilding: set[str] = set()  # models whose candidate view is due and scheduled
-        s = agent.settings
-        # read per request: plain attributes (a pydantic model's cost ~0.1 µs per read, through __getattr__)
-        self._max_bytes = s.max_request_bytes
-        self._timeout_s = s.default_timeout_s
-        self._stall_s = s.engine_stall_s
+        self._config = c = config
+        self._max_bytes = c.max_request_bytes
+        self._timeout_s = c.default_timeout_s
+        self._stall_s = c.engine_stall_s
         # this agent's state as the policy sees it: one object, its changing fields refreshed per request
         self._own = OwnState(
-            name=agent.name,
-            capacity=agent.slots.capacity,
-            queue_limit=agent.slots.queue_limit,
-            network_share=s.network_share,
-            price=s.price,
-            forward=s.forward,
-            max_hops=s.max_hops,
-            slo_aware=s.slo_aware,
-            min_price=s.min_price,
+            name=name,
+            capacity=slots.capacity,
+            queue_limit=slots.queue_limit,
+            network_share=c.network_share,
+            price=c.price,
+            forward=c.forward,
+            max_hops=c.max_hops,
+            slo_aware=c.slo_aware,
+            min_price=c.min_price,
         )
 
     async def handle(self, msg: Msg, tok: str) -> None:
         """Answer one request message with a result or an explicit error, before its deadline."""
-        agent = self.agent
+        name = self.name
         received = time.monotonic()
         hdrs = msg.headers or {}
         rid = h.request_id_from_headers(hdrs)
-        writer = ReplyWriter(agent.nc, msg.reply or None, Codec.JSON, rid, agent.name, self._packer)
+        writer = ReplyWriter(self.nc, msg.reply or None, Codec.JSON, rid, name, self._packer)
         task = asyncio.current_task(self._loop)
         assert task is not None  # handlers run as the agent's tasks (Agent.spawn)
         watchdog: Watchdog | None = None
@@ -178,20 +247,20 @@ class Dispatcher:
             if earlier is not None:
                 await self._answer_duplicate(msg, earlier, writer, hdrs)
                 return
-            agent.requests.begin(routing.request_id, task, writer)
-            writer.on_final = agent.requests.remember
+            self.requests.begin(routing.request_id, task, writer)
+            writer.on_final = self.requests.remember
             if hdrs.get(h.WANT_ACK) == "true":
                 await writer.ack()
             remaining = routing.remaining_s()
             if remaining <= 0:
                 raise DeadlineExceeded(f"deadline passed {-remaining:.3f}s before arrival")
-            model = agent.models.get(tok)
+            model = self.models.get(tok)
             if model is None:
-                raise UnknownModel(f"provider {agent.name} does not serve a model with subject token {tok!r}")
+                raise UnknownModel(f"provider {name} does not serve a model with subject token {tok!r}")
             req = parse_request(decode(msg.data, codec))
             if req.model is not None and subjects.model_token(req.model) != tok:
                 raise BadRequest(f"body names model {req.model!r} but the subject is for {model!r}")
-            context = agent.engine.context_length(model)
+            context = self.engine.context_length(model)
             if context is not None and req.max_tokens > context:
                 raise BadRequest(
                     f"max_tokens {req.max_tokens} exceeds the context length of {model} ({context} tokens)"
@@ -206,51 +275,50 @@ class Dispatcher:
                     raise DeadlineExceeded("deadline reached before the answer was complete") from None
                 if reason == "stall":
                     stalled = f"engine produced no token for {self._stall_s:.1f}s"
-                    agent.mark_engine_unhealthy(stalled)
+                    self.host.mark_engine_unhealthy(stalled)
                     raise BackendError(stalled) from None
                 raise
             if writer.result is not None:
-                agent.duels.maybe_start(req, model, routing, *writer.result)
+                self.on_answered(req, model, routing, *writer.result)
         except WWWServeError as err:
-            agent.stats.failed += 1
-            agent.metrics.failed(err.code)
+            self.stats.failed += 1
+            self.metrics.failed(err.code)
             log.info(
                 "request.error",
-                provider=agent.name,
+                provider=name,
                 request_id=writer.request_id,
                 code=err.code,
                 message=err.message,
             )
             await writer.error(err)
         except asyncio.CancelledError:
-            if writer.request_id in agent.requests.cancelled:
+            if writer.request_id in self.requests.cancelled:
                 return  # the requester cancelled: nobody is listening, and the task ends quietly
-            await writer.error(BackendError(f"provider {agent.name} shut down before finishing"))
+            await writer.error(BackendError(f"provider {name} shut down before finishing"))
             raise
         except Exception as exc:
-            agent.stats.failed += 1
-            agent.metrics.failed("internal")
-            log.exception("request.internal_error", provider=agent.name, request_id=writer.request_id)
+            self.stats.failed += 1
+            self.metrics.failed("internal")
+            log.exception("request.internal_error", provider=name, request_id=writer.request_id)
             await writer.error(InternalError(f"{type(exc).__name__}: {exc}"))
         finally:
             if watchdog is not None:
                 watchdog.close()
-            agent.requests.end(writer.request_id, task)
+            self.requests.end(writer.request_id, task)
 
     def _earlier(self, msg: Msg, request_id: str) -> Earlier | None:
         """A retry's earlier handling: the one running, or the final message of a recent one (no await)."""
         if not msg.reply:
             return None
-        active = self.agent.requests.active.get(request_id)
+        active = self.requests.active.get(request_id)
         if active is not None and not active.task.done():
             return active
-        return self.agent.requests.recent(request_id)
+        return self.requests.recent(request_id)
 
     async def _answer_duplicate(
         self, msg: Msg, earlier: Earlier, writer: ReplyWriter, hdrs: dict[str, str]
     ) -> None:
         """A retry of a request we are serving or served: never serve it twice (docs/reliability.md)."""
-        agent = self.agent
         if isinstance(earlier, Active):
             if hdrs.get(h.WANT_ACK) == "true":
                 await writer.ack()
@@ -260,17 +328,17 @@ class Dispatcher:
                 earlier.writer.inbox = writer.inbox  # the running work now answers the retry
                 if writer.control:  # and tells the scheduler that assigned it again when it ends
                     earlier.writer.control = writer.control
-            log.info("request.duplicate", provider=agent.name, request_id=writer.request_id, state="running")
+            log.info("request.duplicate", provider=self.name, request_id=writer.request_id, state="running")
             return
         if writer.inbox:
-            await publish(agent.nc, writer.inbox, earlier[0], earlier[1])  # as the first answer went out
+            await publish(self.nc, writer.inbox, earlier[0], earlier[1])  # as the first answer went out
         await writer.notice(earlier[1].get(h.ERROR, "200"))  # an assigning scheduler counts it as ended
-        log.info("request.duplicate", provider=agent.name, request_id=writer.request_id, state="finished")
+        log.info("request.duplicate", provider=self.name, request_id=writer.request_id, state="finished")
 
     def _request_info(
         self, req: CompletionRequest, model: str, routing: Routing, prompt_tokens: int, probes: list[int]
     ) -> RequestInfo:
-        own_user = routing.origin == self.agent.name or (not routing.origin and routing.hops == 0)
+        own_user = routing.origin == self.name or (not routing.origin and routing.hops == 0)
         return RequestInfo(
             model=model,
             prompt_tokens=prompt_tokens,
@@ -288,26 +356,26 @@ class Dispatcher:
     def own_state(self, probes: list[int] | None = None) -> OwnState:
         """This agent's state for the policy (`probes`: the request's prefix checkpoints); the same
         object each time, its changing fields refreshed (policies keep none of what they are given)."""
-        a, st = self.agent, self._own
-        load = a.load()  # read once, for the speeds and for the health
-        stats = a.stats
-        st.running = a.slots.running
-        st.queued = a.slots.queued
+        st, host = self._own, self.host
+        load = host.load()  # read once, for the speeds and for the health
+        stats = self.stats
+        st.running = self.slots.running
+        st.queued = self.slots.queued
         st.prefill_tps = load.prefill_tps or stats.prefill_tps.value
         st.prefill_backlog = load.prefill_backlog
         st.prefill_busy = load.prefill_busy
         st.tpot_ms = load.tpot_ms or stats.tpot_ms.value
         st.ttft_ms = stats.ttft_ms.value
         st.latency_ms = stats.latency_ms.value
-        st.healthy = a.engine_healthy(load) and not a.draining
+        st.healthy = host.engine_healthy(load) and not host.draining
         st.cached_tokens = matched_tokens(load.prefix_filter, probes) if probes else 0
         return st
 
     def peer_states(self, model: str, exclude: set[str], probes: list[int] | None = None) -> list[PeerState]:
         """Alive peers serving `model` (a bounded view), as the policy sees them."""
-        view = self.agent.credits.ledger.view
+        view = self.ledger.view
         now = time.monotonic()
-        candidates, due = self.agent.peers.candidates(model, now)
+        candidates, due = self.peers.candidates(model, now)
         if due and model not in self._rebuilding:
             # the sort of a new view waits until this request's step is over: never on its path
             self._rebuilding.add(model)
@@ -316,7 +384,7 @@ class Dispatcher:
 
     def _rebuild_view(self, model: str) -> None:
         self._rebuilding.discard(model)
-        self.agent.peers.serving(model)
+        self.peers.serving(model)
 
     async def _dispatch(
         self,
@@ -328,13 +396,12 @@ class Dispatcher:
         received: float,
         watchdog: Watchdog,
     ) -> None:
-        agent = self.agent
         prompt_tokens = estimate_prompt_tokens(req)
-        if routing.hops > 0 and routing.origin and not agent.settings.serve_without_credit:
-            cost = agent.settings.price * (prompt_tokens + req.max_tokens)
-            if agent.credits.ledger.view.spendable(routing.origin) < cost:
+        if routing.hops > 0 and routing.origin and not self._config.serve_without_credit:
+            cost = self._config.price * (prompt_tokens + req.max_tokens)
+            if self.ledger.view.spendable(routing.origin) < cost:
                 raise Overloaded(
-                    f"{agent.name} serves peers with credit only; {routing.origin} lacks {cost:.2f}"
+                    f"{self.name} serves peers with credit only; {routing.origin} lacks {cost:.2f}"
                 )
         probes = checkpoints(block_hashes(prompt_text(req)))  # the prefix's advertised blocks
         # what the policy knows of the request, built once (a decision after a failed forward reuses it)
@@ -351,9 +418,9 @@ class Dispatcher:
                 t0 = time.thread_time_ns()
             info.remaining_ms = routing.remaining_s() * 1000.0  # a retry after a failed forward has less
             peers = CandidateStates(self, model, tried, probes)  # built if the policy looks at them
-            decision = agent.policy.decide(info, self.own_state(probes), peers, agent.rng)
+            decision = self.policy.decide(info, self.own_state(probes), peers, self.rng)
             if timed:
-                agent.stats.decision_us.append((time.thread_time_ns() - t0) / 1000.0)
+                self.stats.decision_us.append((time.thread_time_ns() - t0) / 1000.0)
             if isinstance(decision, Accept):
                 await self._serve(req, model, routing, writer, received, watchdog, prompt_tokens)
                 return
@@ -374,22 +441,16 @@ class Dispatcher:
         watchdog: Watchdog,
         estimated_prompt: int,
     ) -> None:
-        agent = self.agent
-        slots = agent.slots
+        slots = self.slots
         if not slots.try_take():
-            # until the engine has it, its prompt is prefill work ahead of later requests (policy estimates)
-            agent.accepted_prefill += estimated_prompt
-            try:
-                await slots.take()
-            finally:
-                agent.accepted_prefill -= estimated_prompt
+            await slots.take(estimated_prompt)  # its prompt counts as prefill ahead while it waits
         try:  # the slots report their changes (heartbeats)
             started = time.monotonic()
             first: float | None = None
             parts: list[str] = []
             finish, prompt_tokens, completion_tokens, cached_tokens = "stop", 0, 0, 0
             watchdog.engine_started()
-            deltas = agent.engine.generate(req, model)
+            deltas = self.engine.generate(req, model)
             try:
                 async for d in deltas:
                     watchdog.tick()
@@ -408,17 +469,17 @@ class Dispatcher:
                 raise
             except Exception as exc:
                 await deltas.aclose()
-                raise BackendError(f"engine {agent.engine.kind} failed: {exc!r}") from exc
+                raise BackendError(f"engine {self.engine.kind} failed: {exc!r}") from exc
             watchdog.engine_stopped()
             done = time.monotonic()
             first = first or done
             ttft_ms, latency_ms = (first - started) * 1000, (done - started) * 1000
-            agent.stats.record(ttft_ms, latency_ms, prompt_tokens, completion_tokens)
+            self.stats.record(ttft_ms, latency_ms, prompt_tokens, completion_tokens)
         finally:
             slots.give_back()
-        agent.metrics.served(first - received, done - received, completion_tokens)
-        if routing.hops > 0 and routing.origin and routing.origin != agent.name:
-            writer.extra_final_headers[RECEIPT_HEADER] = agent.credits.server_half(
+        self.metrics.served(first - received, done - received, completion_tokens)
+        if routing.hops > 0 and routing.origin and routing.origin != self.name:
+            writer.extra_final_headers[RECEIPT_HEADER] = self.receipts.server_half(
                 routing.request_id, model, prompt_tokens, completion_tokens, routing.origin
             )
         await writer.final(
@@ -431,7 +492,7 @@ class Dispatcher:
                     "completion_tokens": completion_tokens,
                     "cached_tokens": cached_tokens,
                 },
-                "provider": agent.name,
+                "provider": self.name,
                 "model": model,
                 "hops": routing.hops,
                 "ttft_ms": round((first - received) * 1e6) / 1000,  # µs resolution (round(x, 3) costs 4x)
@@ -441,22 +502,22 @@ class Dispatcher:
 
     async def _forward(self, peer: str, msg: Msg, model: str, routing: Routing, writer: ReplyWriter) -> bool:
         """Relay the request through `peer`; False when the peer never took it (try elsewhere)."""
-        agent = self.agent
-        agent.peers.note_forwarded(peer)
-        agent.stats.forwarded += 1
-        agent.metrics.forwarded()
+        peers = self.peers
+        peers.note_forwarded(peer)
+        self.stats.forwarded += 1
+        self.metrics.forwarded()
         ok = await relay(
-            agent.nc,
+            self.nc,
             peer,
             model,
             msg.data,
             dict(msg.headers or {}),
             routing,
             writer,
-            alive=agent.peers.is_alive,
-            origin=agent.name,
-            settle=agent.credits.settle,
+            alive=peers.is_alive,
+            origin=self.name,
+            settle=self.receipts.settle,
         )
         if not ok:
-            agent.peers.suspend(peer)  # it failed us; its next heartbeat brings it back
+            peers.suspend(peer)  # it failed us; its next heartbeat brings it back
         return ok

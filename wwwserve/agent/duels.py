@@ -14,18 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from typing import Any
 
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from wwwserve.agent.admission import Slots
 from wwwserve.agent.judging import Judgement, judge
+from wwwserve.agent.peers import PeerTable
+from wwwserve.agent.ports import LedgerReader, Link, RecordSink, Spawn
+from wwwserve.agent.settings import ProviderSettings
 from wwwserve.engines.base import Engine
 from wwwserve.ledger.evidence import PANEL_SIZE
+from wwwserve.ledger.identity import Identity
 from wwwserve.ledger.records import Verdict
 from wwwserve.policies.default import stake_factor
 from wwwserve.protocol import headers as h
@@ -33,9 +40,6 @@ from wwwserve.protocol import subjects
 from wwwserve.protocol.codec import Codec, decode, encode
 from wwwserve.protocol.headers import Routing, now_ms
 from wwwserve.protocol.messages import CompletionRequest, parse_request
-
-if TYPE_CHECKING:
-    from wwwserve.agent.agent import Agent
 
 log = structlog.get_logger(__name__)
 
@@ -60,15 +64,60 @@ def judge_subject(provider: str) -> str:
     return f"{JUDGE_PREFIX}.{provider}"
 
 
+@dataclass(frozen=True)
+class DuelConfig:
+    """The provider settings the duels read."""
+
+    duel_rate: float = 0.0
+    duel_rate_min: float = 0.05
+    judge_check_rate: float = 0.1
+
+    @classmethod
+    def of(cls, s: ProviderSettings) -> DuelConfig:
+        """The duel section of a provider's settings."""
+        return cls(s.duel_rate, s.duel_rate_min, s.judge_check_rate)
+
+
 class Duels:
-    """Both sides of duels for one agent: starting them as origin, judging them as judge.
+    """Both sides of duels for one provider: starting them as origin, judging them as judge.
+
+    Receives its name, settings section, connection (`link`), RNG and `spawn`; the peer table (who
+    serves a model), the ledger (evidence and stakes), the record sink (settle the duel copy's
+    receipt, publish verdicts) with the identity verdicts are signed with; and, to judge, the models
+    it serves, its engine and its slots (judging takes a slot like a request).
 
     `judge_fn` compares two answers (wwwserve/agent/judging.py); the duel benchmark swaps in a lying
     judge for one agent to measure how fast panels take its weight away.
     """
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(
+        self,
+        *,
+        name: str,
+        config: DuelConfig,
+        link: Link,
+        rng: random.Random,
+        spawn: Spawn,
+        peers: PeerTable,
+        ledger: LedgerReader,
+        records: RecordSink,
+        identity: Identity,
+        models: Collection[str],
+        engine: Engine,
+        slots: Slots,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.link = link
+        self.rng = rng
+        self.spawn = spawn
+        self.peers = peers
+        self.ledger = ledger
+        self.records = records
+        self.identity = identity
+        self.models = models
+        self.engine = engine
+        self.slots = slots
         self.started = 0
         self.judged = 0
         self.panels = 0
@@ -76,14 +125,14 @@ class Duels:
 
     async def subscribe(self) -> None:
         """Judge requests addressed to us."""
-        await self.agent.nc.subscribe(judge_subject(self.agent.name), cb=self._on_judge)
+        await self.link.nc.subscribe(judge_subject(self.name), cb=self._on_judge)
 
     def rate_for(self, server: str) -> float:
         """Adaptive duel rate for an answer `server` gave: high while little is known about it or it
         lost recently, `duel_rate_min` once it is proven (the steady cost, docs/duels.md)."""
-        s = self.agent.settings
+        s = self.config
         low = min(s.duel_rate_min, s.duel_rate)
-        ev = self.agent.credits.ledger.view.evidence
+        ev = self.ledger.view.evidence
         unknown = max(0.0, ev.uncertainty(server) - PROVEN_UNCERTAINTY) / (1.0 - PROVEN_UNCERTAINTY)
         need = max(unknown, min(1.0, ev.bad_rate(server) / SUSPECT_BAD_RATE))
         return low + (s.duel_rate - low) * need
@@ -92,24 +141,23 @@ class Duels:
         self, req: CompletionRequest, model: str, routing: Routing, served_by: str, text: str
     ) -> None:
         """Called after a user's request was answered: start a duel with the server's adaptive rate."""
-        a = self.agent
-        if routing.hops > 0 or a.settings.duel_rate <= 0 or a.rng.random() >= self.rate_for(served_by):
+        if routing.hops > 0 or self.config.duel_rate <= 0 or self.rng.random() >= self.rate_for(served_by):
             return
-        a.spawn(self._duel(req, model, routing.request_id, served_by, text))
+        self.spawn(self._duel(req, model, routing.request_id, served_by, text))
 
     def _pick(self, names: list[str], weight: Callable[[str], float]) -> str | None:
         if not names:
             return None
-        return self.agent.rng.choices(names, weights=[max(weight(n), 1e-6) for n in names], k=1)[0]
+        return self.rng.choices(names, weights=[max(weight(n), 1e-6) for n in names], k=1)[0]
 
     def _second_weight(self, name: str) -> float:
         """B: the providers we know least about first, everyone sometimes (a starved one can recover)."""
-        view = self.agent.credits.ledger.view
+        view = self.ledger.view
         return stake_factor(view.stakes.get(name, 0.0)) * (0.25 + view.evidence.uncertainty(name))
 
     def _judge_weight(self, name: str) -> float:
         """J: judges that agree with panels, whose own answers are good, with stake."""
-        view = self.agent.credits.ledger.view
+        view = self.ledger.view
         ev = view.evidence
         return stake_factor(view.stakes.get(name, 0.0)) * ev.judge_weight(name) * ev.quality(name)
 
@@ -117,7 +165,7 @@ class Duels:
         self, subject: str, payload: bytes, headers: dict[str, str]
     ) -> tuple[dict[str, Any] | None, str]:
         """Send a request and wait for its final message; returns (body, receipt header)."""
-        nc = self.agent.nc
+        nc = self.link.nc
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
         try:
@@ -141,26 +189,26 @@ class Duels:
         return None, ""
 
     async def _duel(self, req: CompletionRequest, model: str, request_id: str, a: str, text_a: str) -> None:
-        agent = self.agent
-        serving = [p.beat.name for p in agent.peers.serving(model)]
-        b = self._pick([n for n in serving if n not in (a, agent.name)], self._second_weight)
+        me = self.name
+        serving = [p.beat.name for p in self.peers.serving(model)]
+        b = self._pick([n for n in serving if n not in (a, me)], self._second_weight)
         if b is None:
             return
-        j = self._pick([n for n in serving if n not in (a, b, agent.name)], self._judge_weight)
+        j = self._pick([n for n in serving if n not in (a, b, me)], self._judge_weight)
         if j is None:
             return
         self.started += 1
         duel_id = f"{request_id}-duel"
         body = req.replace(stream=False).to_wire()
-        routing = Routing(duel_id, 1, now_ms() + int(DUEL_TIMEOUT_S * 1000), agent.name)
+        routing = Routing(duel_id, 1, now_ms() + int(DUEL_TIMEOUT_S * 1000), me)
         headers = {**routing.to_headers(), h.CONTENT_TYPE: Codec.MSGPACK.value}
         reply, receipt = await self._ask(
             subjects.direct_subject(b, model), encode(body, Codec.MSGPACK), headers
         )
         if reply is None:
-            log.info("duel.no_second_answer", provider=agent.name, b=b)
+            log.info("duel.no_second_answer", provider=me, b=b)
             return
-        await agent.credits.settle(b, duel_id, receipt)  # the origin pays for the duel copy too
+        await self.records.settle(b, duel_id, receipt)  # the origin pays for the duel copy too
         ask = {
             "duel_id": duel_id,
             "request_id": request_id,
@@ -174,10 +222,10 @@ class Duels:
         first = await self._verdict(j, ask)
         if first is None:
             return
-        if first.winner == "tie" and agent.rng.random() >= agent.settings.judge_check_rate:
+        if first.winner == "tie" and self.rng.random() >= self.config.judge_check_rate:
             return
         # a panel: two more judges see the same pair; a judge outvoted by the other two dissents
-        others = [n for n in serving if n not in (a, b, j, agent.name)]
+        others = [n for n in serving if n not in (a, b, j, me)]
         panel = []
         for _ in range(PANEL_SIZE - 1):
             k = self._pick([n for n in others if n not in panel], self._judge_weight)
@@ -189,36 +237,35 @@ class Duels:
 
     async def _verdict(self, judge_name: str, ask: dict[str, Any]) -> Verdict | None:
         """Ask one judge for its signed verdict and keep it."""
-        agent = self.agent
         try:
-            msg = await agent.nc.request(
+            msg = await self.link.nc.request(
                 judge_subject(judge_name), json.dumps(ask).encode(), timeout=DUEL_TIMEOUT_S
             )
             verdict = Verdict.model_validate_json(msg.data)
         except (TimeoutError, nats.errors.Error, ValidationError) as exc:
-            log.info("duel.no_verdict", provider=agent.name, judge=judge_name, error=repr(exc))
+            log.info("duel.no_verdict", provider=self.name, judge=judge_name, error=repr(exc))
             return None
-        log.info("duel.verdict", provider=agent.name, judge=judge_name, a=ask["a"], won=verdict.winner)
+        log.info("duel.verdict", provider=self.name, judge=judge_name, a=ask["a"], won=verdict.winner)
         return verdict
 
     async def _on_judge(self, msg: Msg) -> None:
-        self.agent.spawn(self._judge(msg))
+        self.spawn(self._judge(msg))
 
     async def _judge(self, msg: Msg) -> None:
-        agent = self.agent
+        nc = self.link.nc
         try:
             ask = json.loads(msg.data)
             req = parse_request(ask["request"])
             model, a, b = str(ask["model"]), str(ask["a"]), str(ask["b"])
-            if model not in agent.models.values() or agent.name in (a, b):
+            if model not in self.models or self.name in (a, b):
                 raise ValueError("cannot judge this duel")
-            async with agent.slots.acquire():
+            async with self.slots.acquire():
                 j = await self.judge_fn(
-                    agent.engine, model, req, (a, str(ask["answer_a"])), (b, str(ask["answer_b"]))
+                    self.engine, model, req, (a, str(ask["answer_a"])), (b, str(ask["answer_b"]))
                 )
         except Exception as exc:  # a judge that cannot judge says so; the origin gives up on the duel
             if msg.reply:
-                await agent.nc.publish(msg.reply, json.dumps({"error": str(exc)}).encode())
+                await nc.publish(msg.reply, json.dumps({"error": str(exc)}).encode())
             return
         verdict = Verdict(
             duel_id=str(ask["duel_id"]),
@@ -230,12 +277,12 @@ class Duels:
             score_a=round(j.score_a, 4),
             score_b=round(j.score_b, 4),
             method=j.method,
-            judge=agent.name,
-            judge_key=agent.credits.identity.public_key,
+            judge=self.name,
+            judge_key=self.identity.public_key,
             ts_ms=now_ms(),
-        ).signed(agent.credits.identity)
+        ).signed(self.identity)
         self.judged += 1
         data = verdict.model_dump_json().encode()
-        await agent.credits.publish(verdict)
+        await self.records.publish(verdict)
         if msg.reply:
-            await agent.nc.publish(msg.reply, data)
+            await nc.publish(msg.reply, data)
