@@ -17,6 +17,7 @@ from wwwserve.broker.process import NatsServer
 from wwwserve.broker.streams import create_when_ready
 from wwwserve.config import WWWServeSettings, split_list
 from wwwserve.datadir import default_data_dir
+from wwwserve.hubguard import HubGuard
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,11 @@ class HubSettings(WWWServeSettings):
         description="where the config, log and JetStream store go "
         "(default: <user data dir>/wwwserve/hubs/<name>)",
     )
+    guard: bool = Field(
+        True,
+        description="stop routing users' requests to providers the ledger's duels prove bad "
+        "(needs --provider-users: a leaf must log in to be told apart)",
+    )
     jetstream_replicas: int = Field(
         0, ge=0, le=5, description="replicas of the ledger and directory (0: 3 in a cluster of 3+, else 1)"
     )
@@ -81,8 +87,13 @@ class HubSettings(WWWServeSettings):
         """Replicas of the JetStream assets: what was asked, else 3 once the cluster has three hubs."""
         return self.jetstream_replicas or (3 if len(self.routes) >= 2 else 1)
 
-    def config(self, internal_user: tuple[str, str] | None = None) -> HubConfig:
-        """The nats-server config these settings describe."""
+    def config(
+        self,
+        internal_user: tuple[str, str] | None = None,
+        system_user: tuple[str, str] | None = None,
+        banned: frozenset[str] = frozenset(),
+    ) -> HubConfig:
+        """The nats-server config these settings describe (with the guard's login and bans)."""
         return HubConfig(
             name=self.name,
             host=self.host,
@@ -96,6 +107,8 @@ class HubSettings(WWWServeSettings):
             ops_users=self.ops_users,
             jetstream_dir=str(self.state_dir / "jetstream"),
             internal_user=internal_user,
+            system_user=system_user,
+            banned=banned,
         )
 
 
@@ -108,8 +121,10 @@ async def run_hub(settings: HubSettings) -> None:
     # with users configured, the hub's own setup logs in as a user made for it at each start
     secured = bool(settings.provider_users or settings.client_users or settings.ops_users)
     internal = ("_wwwserve_hub", secrets.token_urlsafe(24)) if secured else None
+    guarded = settings.guard and bool(settings.provider_users)
+    system = ("_wwwserve_hub_sys", secrets.token_urlsafe(24)) if guarded else None
     server = NatsServer(
-        settings.config(internal).render(),
+        settings.config(internal, system).render(),
         port=settings.port,
         host=settings.host,
         workdir=settings.state_dir,
@@ -122,9 +137,22 @@ async def run_hub(settings: HubSettings) -> None:
         )
         waiter = asyncio.create_task(stop.wait())
         died = asyncio.create_task(_wait_exit(server))
+        tasks = {waiter, died}
+        if internal is not None and system is not None:
+            guard = HubGuard(
+                url=server.url,
+                hub_name=settings.name,
+                user=internal,
+                system_user=system,
+                providers=set(settings.provider_users),
+                apply_bans=lambda banned: server.reload(settings.config(internal, system, banned).render()),
+            )
+            tasks.add(asyncio.create_task(guard.run(stop)))
         await asyncio.wait({waiter, died}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        died.cancel()
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     log.info("hub.stopped")
 
 

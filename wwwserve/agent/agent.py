@@ -20,6 +20,7 @@ from nats.micro.service import Service
 from wwwserve import PROTOCOL_VERSION
 from wwwserve.agent.admission import Slots
 from wwwserve.agent.beats import BeatScope
+from wwwserve.agent.canary import Canaries, CanaryConfig
 from wwwserve.agent.credits import CreditConfig, Credits
 from wwwserve.agent.dispatch import DispatchConfig, Dispatcher, peer_state
 from wwwserve.agent.duels import DuelConfig, Duels
@@ -37,11 +38,13 @@ from wwwserve.logs import connection_callbacks
 from wwwserve.policies.base import Policy
 from wwwserve.protocol import subjects
 from wwwserve.protocol.headers import REQUEST_ID as REQUEST_ID_HEADER
-from wwwserve.protocol.headers import now_ms
-from wwwserve.protocol.messages import Heartbeat
+from wwwserve.protocol.headers import Routing, now_ms
+from wwwserve.protocol.messages import CompletionRequest, Heartbeat
 from wwwserve.runtime import wait_event
 
 log = structlog.get_logger(__name__)
+
+HUB_PAUSE_S = 5.0  # out of the queue groups after a hub's notice (it closes our leaf once we are idle)
 
 
 @dataclass
@@ -115,8 +118,20 @@ class Agent:
             engine=engine,
             slots=self.slots,
         )
+        self.canaries = Canaries(
+            name=self.name,
+            config=CanaryConfig.of(settings),
+            rng=self.rng,
+            spawn=self.spawn,
+            peers=self.peers,
+            ledger=self.credits.ledger,
+            slots=self.slots,
+            audit=self.duels.audit,
+        )
         self._unhealthy_until = 0.0
         self._was_healthy = True
+        self._hub_paused = False  # out of the queue groups while a hub closes and reopens our leaf
+        self._hub_pause: asyncio.TimerHandle | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -166,6 +181,8 @@ class Agent:
             self.credits.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            with contextlib.suppress(Exception):
+                await self.canaries.close()
             _, late = await asyncio.wait({ledger}, timeout=5.0)
             for task in late:
                 task.cancel()
@@ -198,8 +215,15 @@ class Agent:
             ledger=self.credits.ledger,
             receipts=self.credits,
             host=self,
-            on_answered=self.duels.maybe_start,
+            on_answered=self._answered,
         )
+
+    def _answered(
+        self, req: CompletionRequest, model: str, routing: Routing, served_by: str, text: str
+    ) -> None:
+        """A request was answered: the duels may audit a peer's answer, the canaries learn the prompt."""
+        self.duels.maybe_start(req, model, routing, served_by, text)
+        self.canaries.observe(req, model, routing)
 
     async def _subscribe(self) -> None:
         # an engine that is still starting (a supervised vLLM) joins once it is healthy (_check_health)
@@ -240,6 +264,9 @@ class Agent:
         await self.beats.start(await directory_size(self.nc))
         self._other_subs.append(
             await self.nc.subscribe(subjects.cancel_subject(self.name), cb=self._on_cancel)
+        )
+        self._other_subs.append(
+            await self.nc.subscribe(subjects.hub_notice_subject(self.name), cb=self._on_hub_notice)
         )
         await self.nc.flush()
 
@@ -341,7 +368,7 @@ class Agent:
         self._changed.set()
         if not healthy:
             self._set_accepting(False)
-        elif getattr(self.policy, "joins_queue_group", True):
+        elif getattr(self.policy, "joins_queue_group", True) and not self._hub_paused:
             self.log.info("engine.healthy")
             self._set_accepting(True)
 
@@ -369,6 +396,22 @@ class Agent:
             self.requests.cancelled.add(request_id)
             active.task.cancel()
             self.log.info("request.cancelled", request_id=request_id)
+
+    async def _on_hub_notice(self, msg: Msg) -> None:
+        """A hub will close our leaf connection (its guard changed our permissions, docs/duels.md):
+        leave the queue groups, finish what we have (the hub waits until we report idle), rejoin
+        after `HUB_PAUSE_S`. Answers in flight when a leaf drops would be lost; this way none is."""
+        self.log.warning("hub.notice", notice=msg.data.decode(errors="replace")[:200])
+        if self._hub_pause is not None:
+            self._hub_pause.cancel()
+        self._hub_paused = True
+        self._set_accepting(False)
+        self._hub_pause = asyncio.get_running_loop().call_later(HUB_PAUSE_S, self._end_hub_pause)
+
+    def _end_hub_pause(self) -> None:
+        self._hub_pause, self._hub_paused = None, False
+        if self.engine_healthy() and getattr(self.policy, "joins_queue_group", True):
+            self._set_accepting(True)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         self.stats.beats_heard += 1

@@ -34,9 +34,10 @@ from wwwserve.agent.ports import Link, Spawn
 from wwwserve.agent.settings import ProviderSettings
 from wwwserve.broker.streams import jetstream, read_all
 from wwwserve.datadir import DataDirLock
+from wwwserve.ledger.book import LedgerView
 from wwwserve.ledger.checkpoint import CheckpointVote, choose, digest, encode_state
 from wwwserve.ledger.identity import load_or_create
-from wwwserve.ledger.records import INITIAL_GRANT, Receipt, Record, Stake, parse_record
+from wwwserve.ledger.records import ELO_START, INITIAL_GRANT, Receipt, Record, Stake, parse_record
 from wwwserve.ledger.store import Ledger
 from wwwserve.protocol import subjects
 from wwwserve.protocol.headers import now_ms
@@ -47,6 +48,18 @@ log = structlog.get_logger(__name__)
 VIEW_PREFIX = "llm.ledger.view"
 RETRY_S = 2.0  # how soon the outbox is re-sent while the stream refuses it
 IDLE_S = 30.0  # the run loop's wake-up with nothing pending (a failed publish wakes it at once)
+
+
+def provider_standing(view: LedgerView, name: str) -> dict[str, Any]:
+    """One provider's standing in a ledger view: what `wwwserve ledger --json` shows per provider."""
+    d = view.evidence.duel(name)
+    return {
+        "duels_fought": d.verdicts,  # verdicts on its answers (a duel judged by a panel counts three)
+        "duels_lost": d.lost,
+        "quality": round(d.quality, 4),
+        "reputation": round(view.reputation.get(name, ELO_START), 1),  # Elo
+        "proven_bad": d.proven_bad,
+    }
 
 
 def view_subject(provider: str) -> str:
@@ -249,6 +262,9 @@ class Credits:
             "stakes": dict(sorted(v.stakes.items())),
             "reputation": dict(sorted(v.reputation.items())),
             "quality": {n: round(v.evidence.quality(n), 4) for n in sorted(v.evidence.duels)},
+            "providers": {
+                n: provider_standing(v, n) for n in sorted(set(v.balances) | set(v.evidence.duels))
+            },
             "judge_weight": {n: round(v.evidence.judge_weight(n), 4) for n in sorted(v.evidence.judges)},
             "receipts": v.receipts,
             "applied_seq": self.ledger.applied_seq,

@@ -140,10 +140,17 @@ class Duels:
     def maybe_start(
         self, req: CompletionRequest, model: str, routing: Routing, served_by: str, text: str
     ) -> None:
-        """Called after a user's request was answered: start a duel with the server's adaptive rate."""
-        if routing.hops > 0 or self.config.duel_rate <= 0 or self.rng.random() >= self.rate_for(served_by):
+        """Called after a user's request was answered: start a duel with the server's adaptive rate
+        (an agent does not audit its own answers: that is what others' canaries and duels are for)."""
+        if routing.hops > 0 or served_by == self.name or self.config.duel_rate <= 0:
             return
-        self.spawn(self._duel(req, model, routing.request_id, served_by, text))
+        if self.rng.random() < self.rate_for(served_by):
+            self.spawn(self._duel(req, model, routing.request_id, served_by, text))
+
+    def audit(self, req: CompletionRequest, model: str, request_id: str, served_by: str, text: str) -> None:
+        """Duel a canary's answer (wwwserve/agent/canary.py): always, the canary was sent for it."""
+        if served_by != self.name:
+            self.spawn(self._duel(req, model, request_id, served_by, text))
 
     def _pick(self, names: list[str], weight: Callable[[str], float]) -> str | None:
         if not names:

@@ -75,14 +75,29 @@ class ProviderSettings(WWWServeSettings):
     min_price: float = Field(0.0, ge=0, description="lowest price per token accepted from peers")
     price: float = Field(0.0, ge=0, description="price per token asked from peers")
     duel_rate: float = Field(
-        0.0,
+        0.5,
         ge=0,
         le=1,
         description="duel rate for a server with no evidence yet or recent losses: share of own users' "
-        "requests it served that a 2nd provider serves again and a judge compares",
+        "requests a peer served that a 2nd provider serves again and a judge compares (0: off)",
     )
     duel_rate_min: float = Field(
-        0.05, ge=0, le=1, description="duel rate for a proven server (at most duel_rate): the steady cost"
+        0.04, ge=0, le=1, description="duel rate for a proven server (at most duel_rate): the steady cost"
+    )
+    canary_rate: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="canaries per answered user request while a provider is new or losing: a copy of a "
+        "recent user request sent through --entry-url like a user's, its answer dueled (0: off)",
+    )
+    canary_rate_min: float = Field(
+        0.01, ge=0, le=1, description="canaries per answered user request once every provider is proven"
+    )
+    entry_url: str | None = Field(
+        None,
+        description="a hub's client URL canaries enter through (default: a --hub on leaf port 7422 at its "
+        "client port 4222; none: no canaries)",
     )
     judge_check_rate: float = Field(
         0.1, ge=0, le=1, description="share of tied duels also sent to a judges' panel (non-ties always are)"

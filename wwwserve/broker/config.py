@@ -18,28 +18,38 @@ def _template(name: str) -> Template:
 
 
 # JetStream API calls that read the directory and the ledger (ordered consumers, direct gets);
-# creating or deleting streams is left to the hubs and ops.
-_API = f"$JS.{subjects.JS_DOMAIN}.API"
+# creating or deleting streams is left to the hubs and ops. Each under the domain's prefix (what a
+# leaf's client sends) and the plain one: a hub of that domain maps `$JS.<domain>.API` requests from
+# its own clients to `$JS.API` before checking permissions (a client user at a hub was refused).
+_READ_CALLS = [
+    "INFO",
+    "STREAM.INFO.*",
+    "STREAM.NAMES",
+    "STREAM.MSG.GET.*",
+    "DIRECT.GET.>",
+    "CONSUMER.CREATE.*",
+    "CONSUMER.CREATE.*.>",
+    "CONSUMER.DELETE.*.*",
+    "CONSUMER.INFO.*.*",
+]
 JS_READ = [
-    f"{_API}.INFO",
-    f"{_API}.STREAM.INFO.*",
-    f"{_API}.STREAM.NAMES",
-    f"{_API}.STREAM.MSG.GET.*",
-    f"{_API}.DIRECT.GET.>",
-    f"{_API}.CONSUMER.CREATE.*",
-    f"{_API}.CONSUMER.CREATE.*.>",
-    f"{_API}.CONSUMER.DELETE.*.*",
-    f"{_API}.CONSUMER.INFO.*.*",
+    *(f"$JS.{subjects.JS_DOMAIN}.API.{c}" for c in _READ_CALLS),
+    *(f"$JS.API.{c}" for c in _READ_CALLS),
     "$JS.FC.>",
 ]
 
 
-def provider_permissions(name: str) -> dict[str, Any]:
+def provider_permissions(name: str, banned: bool = False) -> dict[str, Any]:
     """What a provider's leaf node may send into the hub: requests, its own heartbeats and receipts.
 
     Subjects a leaf user may publish are exported to the hub; what it may subscribe to is imported.
-    So provider `alice` cannot heartbeat, or answer status queries, as anyone else.
+    So provider `alice` cannot heartbeat, or answer status queries, as anyone else. A provider the
+    ledger proves bad (`banned`, wwwserve/hubguard.py) may not take `llm.request.>` from the hub: no
+    user request reaches it through this hub; duels (direct subjects) still do, so it can recover.
     """
+    subscribe: dict[str, Any] = {"allow": [">"]}
+    if banned:
+        subscribe["deny"] = [f"{subjects.REQUEST_PREFIX}.>"]
     return {
         "publish": {
             "allow": [
@@ -58,7 +68,7 @@ def provider_permissions(name: str) -> dict[str, Any]:
                 "$SRV.>",
             ]
         },
-        "subscribe": {"allow": [">"]},
+        "subscribe": subscribe,
     }
 
 
@@ -78,17 +88,29 @@ CLIENT_PERMISSIONS: dict[str, Any] = {
 }
 
 
-def _authorization(providers: dict[str, str], clients: dict[str, str], ops: dict[str, str]) -> str:
-    """The hub's `authorization` block: one user per provider, client users, ops users (no limits)."""
+def _authorization(
+    providers: dict[str, str],
+    clients: dict[str, str],
+    ops: dict[str, str],
+    banned: frozenset[str] = frozenset(),
+    system_user: tuple[str, str] | None = None,
+) -> str:
+    """The hub's `authorization` block: one user per provider, client users, ops users (no limits);
+    with `system_user`, a system account for the hub's own guard (it closes a banned leaf's connection)."""
     if not (providers or clients or ops):
         return ""
     users: list[dict[str, Any]] = []
     users += [
-        {"user": n, "password": p, "permissions": provider_permissions(n)} for n, p in providers.items()
+        {"user": n, "password": p, "permissions": provider_permissions(n, n in banned)}
+        for n, p in providers.items()
     ]
     users += [{"user": n, "password": p, "permissions": CLIENT_PERMISSIONS} for n, p in clients.items()]
     users += [{"user": n, "password": p} for n, p in ops.items()]
-    return "authorization {\n  users: " + json.dumps(users, indent=2) + "\n}"
+    block = "authorization {\n  users: " + json.dumps(users, indent=2) + "\n}"
+    if system_user is not None:
+        sys_users = json.dumps([{"user": system_user[0], "password": system_user[1]}])
+        block += f"\naccounts {{\n  SYS {{ users: {sys_users} }}\n}}\nsystem_account: SYS"
+    return block
 
 
 def _monitoring(host: str, http_port: int | None) -> str:
@@ -115,6 +137,8 @@ class HubConfig:
     jetstream_dir: str = "jetstream"  # JetStream's store (relative: to nats-server's working directory)
     jetstream_max_file: str = "10G"
     internal_user: tuple[str, str] | None = None  # (user, password) the hub's own setup logs in with
+    system_user: tuple[str, str] | None = None  # the hub guard's system-account login (closes leafs)
+    banned: frozenset[str] = frozenset()  # providers proven bad: no `llm.request.>` for their leafs
 
     def render(self) -> str:
         """The nats-server config text for this hub."""
@@ -137,6 +161,8 @@ class HubConfig:
                 self.provider_users,
                 self.client_users,
                 {**self.ops_users, **dict([self.internal_user] if self.internal_user else [])},
+                self.banned,
+                self.system_user,
             ),
             cluster=cluster,
             jetstream=(

@@ -114,6 +114,13 @@ class NatsServer:
         await self.stop()
         raise BrokerError(f"nats-server {self.name} not ready in {ready_timeout}s: {self.log_tail()}")
 
+    def reload(self, config_text: str) -> None:
+        """Apply a new config to the running server (nats-server re-reads its file on SIGHUP)."""
+        self.config_text = config_text
+        self.config_path.write_text(config_text)
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.send_signal(signal.SIGHUP)
+
     async def _accepts(self) -> bool:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 1.0)

@@ -34,6 +34,11 @@ PRIOR_PANELS = 4.0
 JUDGE_EXPONENT = 6.0
 PANEL_SIZE = 3
 WEIGHT_LOST = 0.1  # a judge below this weight has lost its judging weight
+# A provider is *proven bad* once it lost at least BAN_BAD_RATE of its recent duels over at least
+# BAN_MIN_FOUGHT judge-weighted verdicts (a 100% cheater: its fourth lost verdict). Hubs then stop
+# routing user requests to it (wwwserve/hubguard.py); answering well in later duels lifts it again.
+BAN_BAD_RATE = 0.5
+BAN_MIN_FOUGHT = 3.0
 OPEN_PANELS = 10_000  # duels whose panel may still be filled
 
 
@@ -43,6 +48,8 @@ class DuelEvidence:
 
     fought: float = 0.0
     bad: float = 0.0
+    verdicts: int = 0  # verdicts counted (undecayed, outvoted ones taken back): what `ledger` shows
+    lost: int = 0
 
     @property
     def bad_rate(self) -> float:
@@ -59,16 +66,25 @@ class DuelEvidence:
         """1.0 for a newcomer, towards 0 as verdicts accumulate: how much a duel would teach us."""
         return PRIOR_DUELS / (PRIOR_DUELS + self.fought)
 
+    @property
+    def proven_bad(self) -> bool:
+        """Enough recent evidence that most of its answers lose: no user traffic for it (docs/duels.md)."""
+        return self.fought >= BAN_MIN_FOUGHT and self.bad_rate >= BAN_BAD_RATE
+
     def add(self, weight: float, lost: bool) -> None:
         """Count one verdict of this provider's duel, given by a judge of `weight`."""
         self.fought = self.fought * DECAY + weight
         self.bad = self.bad * DECAY + (weight if lost else 0.0)
+        self.verdicts += 1
+        self.lost += lost
 
     def undo(self, weight: float, lost: bool) -> None:
         """Take back a verdict a panel outvoted (its decayed remainder is taken back in full)."""
         self.fought = max(0.0, self.fought - weight)
+        self.verdicts -= 1
         if lost:
             self.bad = max(0.0, self.bad - weight)
+            self.lost -= 1
 
 
 @dataclass
@@ -114,6 +130,10 @@ class Evidence:
     def bad_rate(self, name: str) -> float:
         """Estimated share of `name`'s answers that lose duels."""
         return self.duel(name).bad_rate
+
+    def proven_bad(self, name: str) -> bool:
+        """Whether the evidence proves `name`'s answers bad (hubs stop routing users to it)."""
+        return self.duel(name).proven_bad
 
     def judge_weight(self, name: str) -> float:
         """Judging weight of `name` (1.0 for a judge never outvoted)."""

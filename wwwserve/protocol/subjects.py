@@ -14,6 +14,7 @@ HEARTBEAT_PREFIX = "llm.heartbeat"
 LEDGER_RECEIPT = "llm.ledger.receipt"
 DUEL_PREFIX = "llm.duel"
 CANCEL_PREFIX = "llm.cancel"
+HUB_NOTICE_PREFIX = "llm.hub.notice"  # a hub tells a provider it is about to close its leaf (a ban)
 HEARTBEAT_SHARDS = 64  # a model's beats are spread over this many subjects: a listener can hear a sample
 
 # JetStream, on the hubs: the JetStream domain every hub shares (leaf nodes reach it through
@@ -65,6 +66,11 @@ def request_subject(model: str) -> str:
 def direct_subject(provider: str, model: str) -> str:
     """Where a forwarding agent reaches one chosen provider for `model`."""
     return f"{DIRECT_PREFIX}.{provider}.{model_token(model)}"
+
+
+def hub_notice_subject(provider: str) -> str:
+    """Where hubs tell `provider` they will close its leaf connection (wwwserve/hubguard.py)."""
+    return f"{HUB_NOTICE_PREFIX}.{provider}"
 
 
 def cancel_subject(provider: str) -> str:
