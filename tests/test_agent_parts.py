@@ -22,6 +22,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from wwwserve.agent.admission import Slots
+from wwwserve.agent.canary import Canaries, CanaryConfig
 from wwwserve.agent.credits import CreditConfig, Credits
 from wwwserve.agent.dispatch import DispatchConfig, Dispatcher
 from wwwserve.agent.duels import DuelConfig, Duels, judge_subject
@@ -33,6 +34,7 @@ from wwwserve.agent.requests import RequestRegistry
 from wwwserve.agent.stats import ServingStats
 from wwwserve.engines.base import Delta, EngineLoad
 from wwwserve.ledger.book import LedgerView
+from wwwserve.ledger.evidence import DuelEvidence
 from wwwserve.ledger.identity import load_or_create
 from wwwserve.ledger.records import Receipt, Record, Verdict
 from wwwserve.policies.base import ACCEPT, Decision, Forward, OwnState, PeerState, Reject, RequestInfo
@@ -523,3 +525,63 @@ async def test_a_judge_signs_publishes_and_answers_its_verdict(tmp_path: Path) -
     await duels._judge(Msg(nc, "j", "_INBOX.asker", json.dumps({**ask, "a": "origin"}).encode()))  # type: ignore[arg-type]
     assert "error" in json.loads(nc.to("_INBOX.asker")[1].data)
     assert len(records.published) == 1 and duels.judged == 1
+
+
+# ---- Canaries -----------------------------------------------------------------------------------
+
+
+def _canaries(
+    entry: str | None, spawned: list[Any], ledger: Ledger | None = None, slots: int = 1000
+) -> Canaries:
+    peers = PeerTable("me", 3.5, 64, rng=random.Random(1))
+    for name in ("a", "b"):
+        peers.update(_beat_of(name))
+    return Canaries(
+        name="me",
+        config=CanaryConfig(entry_url=entry, rate=0.5, rate_min=0.01),
+        rng=random.Random(3),
+        spawn=spawned.append,
+        peers=peers,
+        ledger=ledger or Ledger(),
+        slots=Slots(slots, 4),
+        audit=lambda *args: None,
+    )
+
+
+def test_canaries_follow_user_requests_at_a_rate_set_by_what_is_unknown() -> None:
+    ledger = Ledger()
+    spawned: list[Coroutine[Any, Any, None]] = []
+    canaries = _canaries("nats://hub:4222", spawned, ledger)
+    assert canaries.rate_for(MODEL) == pytest.approx(0.5)  # nothing known about a and b
+    proven = DuelEvidence(fought=40.0, bad=0.0)
+    ledger.view.evidence.duels.update(a=proven, b=proven)
+    assert canaries.rate_for(MODEL) == pytest.approx(0.01)  # both proven good: the steady rate
+    ledger.view.evidence.duels["b"] = DuelEvidence(fought=40.0, bad=30.0)  # proven bad: the hubs' job
+    assert canaries.rate_for(MODEL) == pytest.approx(0.01)
+    ledger.view.evidence.duels["b"] = DuelEvidence(fought=1.0, bad=0.0)  # a newcomer
+    assert canaries.rate_for(MODEL) > 0.3
+
+    req = CompletionRequest(prompt="what is the capital of France", max_tokens=8, temperature=0.0)
+    for i in range(200):
+        canaries.observe(req, MODEL, Routing(f"r{i}", 0, now_ms() + 10_000, ""))
+        canaries.observe(req, MODEL, Routing(f"f{i}", 1, now_ms() + 10_000, "peer"))  # not a user's
+    assert 30 < len(spawned) < 120 and len(canaries.samples) == 64
+    for coro in spawned:
+        coro.close()
+    busy: list[Coroutine[Any, Any, None]] = []
+    small = _canaries("nats://hub:4222", busy, slots=2)
+    for i in range(100):
+        small.observe(req, MODEL, Routing(f"r{i}", 0, now_ms() + 10_000, ""))
+    assert len(busy) == 2  # only with a free slot: at most capacity canaries in flight
+    for coro in busy:
+        coro.close()
+
+
+def test_no_canaries_without_an_entry_point() -> None:
+    spawned: list[Coroutine[Any, Any, None]] = []
+    canaries = _canaries(None, spawned)
+    for i in range(50):
+        canaries.observe(
+            CompletionRequest(prompt="q", max_tokens=4), MODEL, Routing(f"r{i}", 0, now_ms() + 9000, "")
+        )
+    assert spawned == [] and not canaries.samples

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -78,17 +79,18 @@ async def test_a_cheater_loses_reputation_stake_and_traffic(net: LocalNetwork) -
 
         await asyncio.gather(*(one(i) for i in range(50)))
         for _ in range(100):  # the last duels finish in the background
-            if not origin.agent._tasks:
+            if not origin.agent.busy:
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.5)
         view = origin.agent.credits.ledger.view
         rep, stakes = view.reputation, view.stakes
-        assert origin.agent.duels.started >= 10
+        # proven honest peers are dueled at the low rate once ~18 verdicts found no fault: ~10 of 50
+        assert origin.agent.duels.started >= 6
         assert rep["cheater"] < min(rep["honest1"], rep["honest2"]), rep
         assert stakes["cheater"] < min(stakes["honest1"], stakes["honest2"]), stakes
 
-        origin.agent.settings.duel_rate = 0.0
+        origin.agent.duels.config = replace(origin.agent.duels.config, duel_rate=0.0)
         served = Counter(await asyncio.gather(*(one(100 + i) for i in range(60))))
     peers = {n: served.get(n, 0) for n in ("honest1", "honest2", "cheater")}
     # starved, not just ranked last: duel quality, not the Elo gap, sets its routing weight

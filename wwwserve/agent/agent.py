@@ -77,7 +77,8 @@ class Agent:
         self.link = Link()  # the connection, handed to the parts now and connected in `run`
         self._queue_subs: dict[str, _ModelSub] = {t: _ModelSub(m) for t, m in self.models.items()}
         self._other_subs: list[Subscription] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # requests' handlers and their own work
+        self._audits: set[asyncio.Task[None]] = set()  # duels, canaries, judging: cancelled at drain
         self._loop: asyncio.AbstractEventLoop | None = None  # once running (get_running_loop is a syscall)
         self.requests = RequestRegistry()
         self._changed = asyncio.Event()
@@ -109,7 +110,7 @@ class Agent:
             config=DuelConfig.of(settings),
             link=self.link,
             rng=self.rng,
-            spawn=self.spawn,
+            spawn=self.spawn_audit,
             peers=self.peers,
             ledger=self.credits.ledger,
             records=self.credits,
@@ -122,7 +123,7 @@ class Agent:
             name=self.name,
             config=CanaryConfig.of(settings),
             rng=self.rng,
-            spawn=self.spawn,
+            spawn=self.spawn_audit,
             peers=self.peers,
             ledger=self.credits.ledger,
             slots=self.slots,
@@ -316,7 +317,9 @@ class Agent:
 
     async def _drain(self) -> None:
         self._draining = True
-        self.log.info("agent.draining", in_flight=len(self._tasks))
+        self.log.info("agent.draining", in_flight=len(self._tasks), audits=len(self._audits))
+        for task in list(self._audits):
+            task.cancel()  # verification's own work: no user waits for it (peers may be leaving too)
         await self._sync_membership()  # out of the queue groups; direct and cancel subjects stay
         await self._publish_heartbeat()
         if self._tasks:
@@ -379,6 +382,17 @@ class Agent:
         task = (self._loop or asyncio.get_running_loop()).create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def spawn_audit(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run verification work (a duel, a canary, a judgement) as a task that shutdown cancels at once."""
+        task = (self._loop or asyncio.get_running_loop()).create_task(coro)
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
+
+    @property
+    def busy(self) -> bool:
+        """Requests or verification work still running (benchmarks wait for it between batches)."""
+        return any(not t.done() for t in (*self._tasks, *self._audits))
 
     def _spawn_handler(self) -> Callable[[Msg], Awaitable[None]]:
         async def on_msg(msg: Msg) -> None:

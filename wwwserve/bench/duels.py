@@ -24,14 +24,15 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nats
 
 from wwwserve.agent.credits import read_ledger
-from wwwserve.agent.duels import honest_judge
+from wwwserve.agent.duels import DuelConfig, honest_judge
 from wwwserve.agent.judging import Judgement
+from wwwserve.agent.settings import ProviderSettings
 from wwwserve.client import Client
 from wwwserve.engines.base import Engine
 from wwwserve.ledger.book import LedgerView, apply
@@ -41,6 +42,7 @@ from wwwserve.protocol.messages import CompletionRequest
 from wwwserve.topology import LocalNetwork, ProviderHandle
 
 MODEL = "duel-model"
+DEFAULTS = DuelConfig.of(ProviderSettings())  # what a provider at its defaults duels with
 BATCH = 4
 WINDOW = 40  # requests a share is measured over
 BASELINE = 80  # requests served before duels start: each provider's share without evidence
@@ -88,6 +90,17 @@ def _shares_after(run: _Run, k: int) -> dict[str, float] | None:
 
 def _duels_until(run: _Run, holds: Callable[[dict[str, float]], bool]) -> int | None:
     """Duels started before the first batch from which on `holds` is true of every later window."""
+    k = _batch_from(run, holds)
+    return None if k is None else run.duels[k]
+
+
+def _requests_until(run: _Run, holds: Callable[[dict[str, float]], bool]) -> int | None:
+    """User requests (with duels on) before the first batch from which on `holds` stays true."""
+    k = _batch_from(run, holds)
+    return None if k is None else k * BATCH
+
+
+def _batch_from(run: _Run, holds: Callable[[dict[str, float]], bool]) -> int | None:
     found: int | None = None
     for k in range(len(run.served)):
         shares = _shares_after(run, k)
@@ -98,7 +111,7 @@ def _duels_until(run: _Run, holds: Callable[[dict[str, float]], bool]) -> int | 
                 found = k
         else:
             found = None
-    return None if found is None else run.duels[found]
+    return found
 
 
 def _verdicts_until_weight_lost(view_records: list[Any], judge: str) -> int | None:
@@ -121,13 +134,17 @@ def _verdicts_until_weight_lost(view_records: list[Any], judge: str) -> int | No
 async def _scenario(
     corrupt: float, liar: bool, requests: int, duel_rate: float, duel_rate_min: float
 ) -> tuple[_Run, dict[str, Any]]:
-    honest: dict[str, Any] = dict(engine="sim", model=[MODEL], stake=200.0, max_concurrency=8)
     run = _Run()
     async with LocalNetwork() as net:
+        # canaries enter at the hub's client port, as in a deployment (docs/duels.md, "Routes")
+        honest: dict[str, Any] = dict(
+            engine="sim", model=[MODEL], stake=200.0, max_concurrency=8, entry_url=net.hub_url
+        )
         origin = await net.add_provider(
             "origin",
             engine="sim",
             model=[MODEL],
+            entry_url=net.hub_url,
             duel_rate=duel_rate,
             duel_rate_min=duel_rate_min,
             max_concurrency=1,
@@ -147,11 +164,12 @@ async def _scenario(
             await asyncio.sleep(0.05)
         providers = list(net.providers.values())
         async with Client(origin.url, timeout=60) as c:
-            origin.agent.settings.duel_rate = 0.0
+            duels = origin.agent.duels
+            dueling, duels.config = duels.config, replace(duels.config, duel_rate=0.0)
             before = await asyncio.gather(
                 *(c.request(MODEL, {"prompt": f"warm-up {i}", **BODY}) for i in range(BASELINE))
             )
-            origin.agent.settings.duel_rate = duel_rate
+            duels.config = dueling
             for start in range(0, requests, BATCH):
                 run.duels.append(origin.agent.duels.started)
                 run.generations.append(_generations(origin, providers))
@@ -167,7 +185,8 @@ async def _scenario(
         detail: dict[str, Any] = {
             "corrupt": corrupt,
             "user_requests": requests,
-            "duels": origin.agent.duels.started,
+            "duels": sum(h.agent.duels.started for h in providers),
+            "canaries": sum(h.agent.canaries.sent for h in providers),
             "panels": origin.agent.duels.panels,
             "verdicts": sum(j.verdicts for j in view.evidence.judges.values()),
             "quality": {n: round(view.evidence.quality(n), 4) for n in [*names, CHEATER]},
@@ -191,14 +210,14 @@ async def _scenario(
 
 
 def _generations(origin: ProviderHandle, providers: list[ProviderHandle]) -> int:
-    """Extra generations so far: every duel copy (one per duel) and every judge's replay."""
-    return origin.agent.duels.started + sum(h.agent.duels.judged for h in providers)
+    """Extra generations so far: every canary, every duel copy (one per duel), every judge's replay."""
+    return sum(h.agent.duels.started + h.agent.duels.judged + h.agent.canaries.sent for h in providers)
 
 
 async def _settle(origin: ProviderHandle, limit_s: float = 15.0) -> None:
     """Wait for the origin's duels of the last batch (copies, judges, panels) to finish."""
     for _ in range(int(limit_s / 0.02)):
-        if all(t.done() for t in origin.agent._tasks):
+        if not origin.agent.busy:
             return
         await asyncio.sleep(0.02)
 
@@ -213,10 +232,10 @@ def _second_half_cost(run: _Run) -> float:
 async def run_duels(
     requests_100: int = 400,
     requests_10: int = 2400,
-    duel_rate: float = 1.0,
-    duel_rate_min: float = 0.05,
+    duel_rate: float = DEFAULTS.duel_rate,
+    duel_rate_min: float = DEFAULTS.duel_rate_min,
 ) -> dict[str, Any]:
-    """Both scenarios; the JSON of `wwwserve bench --duels --json`."""
+    """Both scenarios at the providers' default duel rates; the JSON of `wwwserve bench --duels --json`."""
     run100, d100 = await _scenario(1.0, False, requests_100, duel_rate, duel_rate_min)
     run10, d10 = await _scenario(0.1, True, requests_10, duel_rate, duel_rate_min)
 
@@ -230,8 +249,16 @@ async def run_duels(
     cost = [_second_half_cost(run100), _second_half_cost(run10)]
     liar_lost = d10.pop("liar_weight_lost_after", None)
     return {
-        "cheater_100": {"duels_until_share_below_5pct": _duels_until(run100, below_5pct), **d100},
-        "cheater_10": {"duels_until_below_half_honest": _duels_until(run10, below_half_honest), **d10},
+        "cheater_100": {
+            "duels_until_share_below_5pct": _duels_until(run100, below_5pct),
+            "requests_until_share_below_5pct": _requests_until(run100, below_5pct),
+            **d100,
+        },
+        "cheater_10": {
+            "duels_until_below_half_honest": _duels_until(run10, below_half_honest),
+            "requests_until_below_half_honest": _requests_until(run10, below_half_honest),
+            **d10,
+        },
         "lying_judge": {"verdicts_until_weight_lost": liar_lost, "verdicts": d10.get("liar_verdicts")},
         "extra_generations_per_request": round(statistics.mean(cost), 3),
         "extra_generations_per_request_by_scenario": {
