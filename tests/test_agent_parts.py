@@ -558,6 +558,8 @@ def test_canaries_follow_user_requests_at_a_rate_set_by_what_is_unknown() -> Non
     assert canaries.rate_for(MODEL) == pytest.approx(0.01)  # both proven good: the steady rate
     ledger.view.evidence.duels["b"] = DuelEvidence(fought=40.0, bad=30.0)  # proven bad: the hubs' job
     assert canaries.rate_for(MODEL) == pytest.approx(0.01)
+    ledger.view.evidence.duels["b"] = DuelEvidence(fought=40.0, bad=6.0)  # a known suspect: duels' job
+    assert canaries.rate_for(MODEL) == pytest.approx(0.01)
     ledger.view.evidence.duels["b"] = DuelEvidence(fought=1.0, bad=0.0)  # a newcomer
     assert canaries.rate_for(MODEL) > 0.3
 

@@ -164,11 +164,12 @@ def test_a_judge_outvoted_by_panels_loses_its_weight_and_its_verdicts_stop_count
 async def test_duel_bench_reports_the_named_json_fields() -> None:
     from wwwserve.bench.duels import run_duels
 
-    res = await run_duels(requests_100=48, requests_10=48)
+    res = await run_duels(requests_100=48, requests_10=48, requests_honest=48)
     assert set(res["cheater_100"]) >= {"duels_until_share_below_5pct", "share_without_duels", "timeline"}
     assert "duels_until_below_half_honest" in res["cheater_10"]
     assert "verdicts_until_weight_lost" in res["lying_judge"]
     assert 0 < res["extra_generations_per_request"] < 3
+    assert 0 <= res["extra_generations_per_request_proven_honest"] < 3 and res["honest"]["duels"] > 0
     # with duels on, a provider answering garbage every time is dueled at once and served almost nothing
     assert res["cheater_100"]["cheater_served_with_duels"] <= 4, res["cheater_100"]["timeline"]
     assert res["cheater_100"]["quality"]["cheater"] < 0.01

@@ -9,8 +9,10 @@ judge compares (wwwserve/agent/duels.py). The server that answered cannot tell a
 same entry point, same subject and headers, a prompt drawn from users' own prompts.
 
 Rate: a canary follows an answered user request with probability `canary_rate` while some provider
-of the model is unproven or losing, `canary_rate_min` once all are proven (providers already proven
-bad are left to the hubs, which route no users to them: wwwserve/hubguard.py).
+of the model is new (little evidence on its answers), `canary_rate_min` once every provider has a
+record. A canary cannot be aimed at a provider (the queue group picks), so a known suspect does not
+raise the rate for everyone: the duels aimed at its forwarded answers do that, and the hubs route no
+users to a provider proven bad (wwwserve/hubguard.py).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ log = structlog.get_logger(__name__)
 
 SAMPLES = 64  # recent user requests a canary is drawn from
 PROVEN_UNCERTAINTY = 0.1  # as for duels: below this a provider's answers are known
-SUSPECT_BAD_RATE = 0.05
 DEFAULT_HUB_CLIENT_PORT = 4222
 DEFAULT_HUB_LEAF_PORT = 7422
 
@@ -114,8 +115,8 @@ class Canaries:
         self._in_flight = 0
 
     def rate_for(self, model: str, exclude: Collection[str] = ()) -> float:
-        """Canary probability per answered user request: high while a provider of `model` is new or
-        losing, `rate_min` once all are proven (good, or bad and left to the hubs)."""
+        """Canary probability per answered user request: high while a provider of `model` is new,
+        `rate_min` once every one has a record (good, suspect, or bad and left to the hubs)."""
         c = self.config
         ev = self.ledger.view.evidence
         need = 0.0
@@ -124,7 +125,7 @@ class Canaries:
             if name in exclude or ev.proven_bad(name):
                 continue
             unknown = max(0.0, ev.uncertainty(name) - PROVEN_UNCERTAINTY) / (1.0 - PROVEN_UNCERTAINTY)
-            need = max(need, unknown, min(1.0, ev.bad_rate(name) / SUSPECT_BAD_RATE))
+            need = max(need, unknown)
             if need >= 1.0:
                 break
         return c.rate_min + (c.rate - c.rate_min) * need

@@ -95,6 +95,7 @@ def _fill_peer_state(st: PeerState, p: Peer, view: LedgerView) -> None:
         setattr(st, field, getattr(b, field))
     st.stake = view.stakes.get(b.name, 0.0)
     st.reputation = routing_factor(view, b.name)
+    st.rtt_ms = 2.0 * p.one_way_ms if p.one_way_ms > 0 else 0.0
 
 
 class CandidateStates(Sequence[PeerState]):

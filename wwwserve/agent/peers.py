@@ -30,6 +30,7 @@ class Peer:
     state_version: int = -1  # the ledger version `state` was filled from; -1: a newer beat to fill in
     suspended: bool = False  # failed us: not chosen again until its next heartbeat
     gone: bool = False  # dropped from the table (a candidate view built earlier may still hold it)
+    one_way_ms: float = -1.0  # how long its beats take to reach us (lower envelope); -1: not measured
 
     def age_s(self, now: float | None = None) -> float:
         """Seconds since this peer last spoke."""
@@ -42,6 +43,8 @@ class Peer:
             self.prefix_filter = PrefixFilter.decode(beat.prefix_filter)  # unchanged: no decoding again
         if first or self.beat.models != beat.models:
             self.models = frozenset(beat.models)
+        if beat.ts_ms > 0:
+            self.one_way_ms = _lower_envelope(self.one_way_ms, time.time() * 1000.0 - beat.ts_ms)
         self.beat = beat
         self.received = now
         self.name = beat.name
@@ -50,6 +53,17 @@ class Peer:
         self.sent_since_beat = 0
         self.state_version = -1
         self.suspended = False
+
+
+def _lower_envelope(current: float, sample: float) -> float:
+    """The path delay under the noise: a beat's transit is the path plus queueing in both agents'
+    event loops, so the estimate follows new lows at once and highs only slowly (like TCP's min RTT).
+
+    Needs clocks in step (NTP: ~1 ms); a sample from a clock ahead of ours counts as 0."""
+    sample = min(max(sample, 0.0), 10_000.0)
+    if current < 0 or sample < current:
+        return sample
+    return current + 0.05 * (sample - current)
 
 
 def _room(p: Peer) -> float:

@@ -75,7 +75,7 @@ class ProviderSettings(WWWServeSettings):
     min_price: float = Field(0.0, ge=0, description="lowest price per token accepted from peers")
     price: float = Field(0.0, ge=0, description="price per token asked from peers")
     duel_rate: float = Field(
-        0.5,
+        1.0,
         ge=0,
         le=1,
         description="duel rate for a server with no evidence yet or recent losses: share of own users' "

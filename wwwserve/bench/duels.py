@@ -232,6 +232,7 @@ def _second_half_cost(run: _Run) -> float:
 async def run_duels(
     requests_100: int = 400,
     requests_10: int = 2400,
+    requests_honest: int = 400,
     duel_rate: float = DEFAULTS.duel_rate,
     duel_rate_min: float = DEFAULTS.duel_rate_min,
 ) -> dict[str, Any]:
@@ -246,6 +247,7 @@ async def run_duels(
         honest = [shares.get(n, 0.0) for n in HONEST]
         return shares.get(CHEATER, 0.0) < 0.5 * statistics.mean(honest)
 
+    run_honest, d_honest = await _scenario(0.0, False, requests_honest, duel_rate, duel_rate_min)
     cost = [_second_half_cost(run100), _second_half_cost(run10)]
     liar_lost = d10.pop("liar_weight_lost_after", None)
     return {
@@ -261,6 +263,9 @@ async def run_duels(
         },
         "lying_judge": {"verdicts_until_weight_lost": liar_lost, "verdicts": d10.get("liar_verdicts")},
         "extra_generations_per_request": round(statistics.mean(cost), 3),
+        # every peer honest (the "cheater" answers well): what verification costs once all are proven
+        "extra_generations_per_request_proven_honest": round(_second_half_cost(run_honest), 3),
+        "honest": {k: d_honest[k] for k in ("duels", "canaries", "served")},
         "extra_generations_per_request_by_scenario": {
             "cheater_100": round(cost[0], 3),
             "cheater_10": round(cost[1], 3),

@@ -88,6 +88,10 @@ def summarize(records: list[Record], w: Workload) -> dict[str, Any]:
         "p99_ttft_ms": round(percentile(ttft, 99), 1) if ttft else None,
         "served_by_provider": dict(sorted(Counter(r.provider for r in ok).items())),
         "forwarded_share": round(sum(_forwarded(r, w) for r in ok) / len(ok), 4) if ok else 0.0,
+        # scenarios with [[regions]]: share of answers served in another region than their user's
+        "cross_region_share": (
+            round(sum(r.provider_region != r.origin_region for r in ok) / len(ok), 4) if ok else 0.0
+        ),
         "failed": n - len(ok),
         "errors": dict(Counter(r.error for r in records if r.error)),
         "e2e_slo_curve": e2e_slo_curve(records, slo_thresholds(w)),

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from wwwserve.bench.planet import Planet
 from wwwserve.bench.scenario import ProviderSpec, Scenario
 from wwwserve.bench.workload import Arrival, answer_placeholder
 from wwwserve.broker.config import HubConfig
@@ -47,6 +48,8 @@ class Record:
     hops: int = 0
     error: str = ""
     cached_tokens: int = 0  # prompt tokens the server found in its prefix cache
+    origin_region: str = ""  # the user's region (scenarios with [[regions]])
+    provider_region: str = ""  # the region of the provider that served it
 
 
 class _Procs:
@@ -94,13 +97,13 @@ class _Procs:
                 p.wait()
 
 
-def _provider_args(p: ProviderSpec, policy: str, leafnode_port: int, port: int, data: Path) -> list[str]:
+def _provider_args(p: ProviderSpec, policy: str, hub: str, port: int, data: Path) -> list[str]:
     args = [
         "provider",
         "--name",
         p.name,
         "--hub",
-        f"127.0.0.1:{leafnode_port}",
+        hub,
         "--port",
         str(port),
         "--engine",
@@ -141,28 +144,46 @@ async def run_policy(
     """
     w = scenario.workload
     workdir = Path(tempfile.mkdtemp(prefix=f"wwwserve-bench-{policy}-"))
-    hub_port, leaf_port = free_port(), free_port()
-    hub = NatsServer(
-        HubConfig(port=hub_port, leafnode_port=leaf_port).render(),
-        port=hub_port,
-        workdir=workdir / "hub",
-        name="hub",
-    )
     procs = _Procs(workdir)
     ports = {p.name: free_port() for p in scenario.providers}
     clients: dict[str, Client] = {}
+    hub_clients: dict[str, Client] = {}  # users at a hub: their region's ("" without regions)
     records: list[Record] = []
     answers: dict[int, tuple[str, str]] = {}  # arrival -> (its placeholder, the answer it got)
-    await hub.start()
+    region_of = {p.name: scenario.region_of(p) for p in scenario.providers}
+    planet: Planet | None = None
+    hub: NatsServer | None = None
+    hubs_of: dict[str, str] = {}  # provider -> the address its leaf joins
+    if scenario.regions:
+        planet = Planet(scenario, workdir / "planet")
+        await planet.start()
+        watch_url = planet.first_hub_url
+        for p in scenario.providers:
+            hubs_of[p.name] = await planet.leaf_url(p.name, region_of[p.name])
+        user_urls = {r.name: await planet.client_url(r.name, f"users-{r.name}") for r in scenario.regions}
+        scheduler_url = await planet.client_url(scenario.regions[0].name, "scheduler")
+    else:
+        hub_port, leaf_port = free_port(), free_port()
+        hub = NatsServer(
+            HubConfig(port=hub_port, leafnode_port=leaf_port).render(),
+            port=hub_port,
+            workdir=workdir / "hub",
+            name="hub",
+        )
+        await hub.start()
+        watch_url = scheduler_url = hub.url
+        hubs_of = {p.name: f"127.0.0.1:{leaf_port}" for p in scenario.providers}
+        user_urls = {"": hub.url}
     try:
         first = [p for p in scenario.providers if p.join_at_s <= 0]
         for p in first:
-            procs.start(p.name, _provider_args(p, policy, leaf_port, ports[p.name], workdir))
+            procs.start(p.name, _provider_args(p, policy, hubs_of[p.name], ports[p.name], workdir))
         if policy == "centralized":
-            procs.start("scheduler", ["scheduler", "--nats-url", hub.url])
-        await wait_for_providers(hub.url, {p.name for p in first})
+            procs.start("scheduler", ["scheduler", "--nats-url", scheduler_url])
+        await wait_for_providers(watch_url, {p.name for p in first})
         await asyncio.sleep(1.5)  # every agent (and the scheduler) has heard every heartbeat
-        hub_client = await Client(hub.url, timeout=w.timeout_s).connect()
+        for region, url in user_urls.items():
+            hub_clients[region] = await Client(url, timeout=w.timeout_s).connect()
         for p in first:
             clients[p.name] = await Client(
                 f"nats://127.0.0.1:{ports[p.name]}", timeout=w.timeout_s, origin=p.name
@@ -181,8 +202,8 @@ async def run_policy(
         async def lifecycle(p: ProviderSpec) -> None:
             if p.join_at_s > 0:
                 await asyncio.sleep(max(0.0, t0 + p.join_at_s / w.time_scale - time.monotonic()))
-                procs.start(p.name, _provider_args(p, policy, leaf_port, ports[p.name], workdir))
-                await wait_for_providers(hub.url, {p.name})
+                procs.start(p.name, _provider_args(p, policy, hubs_of[p.name], ports[p.name], workdir))
+                await wait_for_providers(watch_url, {p.name})
                 clients[p.name] = await Client(
                     f"nats://127.0.0.1:{ports[p.name]}", timeout=w.timeout_s, origin=p.name
                 ).connect()
@@ -198,8 +219,11 @@ async def run_policy(
             await asyncio.sleep(max(0.0, t0 + a.at_s - time.monotonic()))
             if a.history:  # a user sends the next turn once the last answer is in (or failed)
                 await finished[a.history[-1]].wait()
-            client = clients[a.origin] if a.origin in present and w.entry == "origin" else hub_client
+            home = region_of.get(a.origin, "")
+            at_origin = a.origin in present and w.entry == "origin"
+            client = clients[a.origin] if at_origin else hub_clients[home if planet else ""]
             rec = Record(a.index, a.origin, a.prompt_tokens, a.output_tokens, time.monotonic() - t0)
+            rec.origin_region = home
             prompt = a.prompt
             for k in a.history:  # the conversation so far, with the answers its users actually got
                 if k in answers:
@@ -217,6 +241,7 @@ async def run_policy(
                     if isinstance(item, Reply):
                         rec.e2e_ms = (time.monotonic() - sent) * 1000
                         rec.provider, rec.hops = item.provider, item.hops
+                        rec.provider_region = region_of.get(item.provider, "")
                         rec.cached_tokens = item.usage.cached_tokens
                         if len(item.text.split()) == a.output_tokens:
                             answers[a.index] = (answer_placeholder(a.index, a.output_tokens), item.text)
@@ -237,12 +262,15 @@ async def run_policy(
             measures["scheduler_cpu_cores"] = round((sched_cpu1 - sched_cpu0) / (time.monotonic() - t0), 4)
         for t in life:
             t.cancel()
-        for c in [hub_client, *clients.values()]:
+        for c in [*hub_clients.values(), *clients.values()]:
             with contextlib.suppress(Exception):
                 await c.close()
     finally:
         await procs.stop_all()
-        await hub.stop()
+        if hub is not None:
+            await hub.stop()
+        if planet is not None:
+            await planet.stop()
         if logs_to is not None:
             logs_to.mkdir(parents=True, exist_ok=True)
             for log_file in workdir.glob("*.log"):

@@ -55,6 +55,29 @@ class Workload(BaseModel):
     )
 
 
+class Region(BaseModel):
+    """A region: one hub, its providers and their users; distance to the other regions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    access_rtt_ms: float = Field(0.0, ge=0, description="a provider (or user) <-> its region's hub")
+    rtt_ms: dict[str, float] = Field(
+        default_factory=dict, description="region <-> region round trips, symmetric: each pair given once"
+    )
+
+
+class NetworkShape(BaseModel):
+    """What every emulated WAN link adds (wwwserve/bench/wan.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jitter_ms: float = Field(0.0, ge=0, description="each chunk's one-way delay varies by up to this")
+    loss: float = Field(
+        0.0, ge=0, le=1, description="share of chunks that need a TCP retransmission (~1 RTT + 200 ms more)"
+    )
+
+
 class ProviderSpec(BaseModel):
     """One provider of the scenario; engine options are the remaining keys (sim: prefill_tps, ...)."""
 
@@ -66,6 +89,7 @@ class ProviderSpec(BaseModel):
     model: str = "bench-model"
     max_concurrency: int = 16
     max_queue: int = 256
+    region: str | None = Field(None, description="its region (and its users'); default: the first")
     join_at_s: float = Field(0.0, ge=0, description="replay second at which it joins")
     leave_at_s: float | None = Field(None, description="replay second at which it leaves (SIGTERM)")
 
@@ -83,6 +107,8 @@ class Scenario(BaseModel):
     description: str = ""
     workload: Workload
     providers: list[ProviderSpec]
+    regions: list[Region] = Field(default_factory=list, description="absent: everything on loopback")
+    network: NetworkShape = Field(default_factory=NetworkShape)
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
@@ -92,7 +118,33 @@ class Scenario(BaseModel):
             raise ValueError("workload.weights needs one weight per provider, in [[providers]] order")
         if len({p.model for p in self.providers}) != 1:
             raise ValueError("all providers of a scenario serve the same model")
+        names = [r.name for r in self.regions]
+        if len(set(names)) != len(names):
+            raise ValueError("region names must be unique")
+        for p in self.providers:
+            if p.region is not None and p.region not in names:
+                raise ValueError(f"provider {p.name}: region {p.region!r} is not in [[regions]]")
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                self.rtt_ms(a, b)  # every pair has a distance
         return self
+
+    def region_of(self, provider: ProviderSpec) -> str:
+        """The provider's region: its own, else the first (empty without regions)."""
+        return provider.region or (self.regions[0].name if self.regions else "")
+
+    def rtt_ms(self, a: str, b: str) -> float:
+        """Round trip between regions `a` and `b` (given once, either way round)."""
+        if a == b:
+            return 0.0
+        ra = next(r for r in self.regions if r.name == a)
+        rb = next(r for r in self.regions if r.name == b)
+        given = [x for x in (ra.rtt_ms.get(b), rb.rtt_ms.get(a)) if x is not None]
+        if not given:
+            raise ValueError(f"no rtt_ms between regions {a!r} and {b!r}")
+        if len(given) == 2 and given[0] != given[1]:
+            raise ValueError(f"regions {a!r} and {b!r} give two different rtt_ms")
+        return given[0]
 
 
 def load_scenario(path: Path) -> Scenario:

@@ -129,6 +129,7 @@ class HubConfig:
     cluster_port: int | None = None
     routes: list[str] = field(default_factory=list)
     cluster_name: str = "wwwserve"
+    cluster_no_advertise: bool = False  # peers use only the listed routes (e.g. through WAN relays)
     provider_users: dict[str, str] = field(default_factory=dict)  # provider name -> password
     client_users: dict[str, str] = field(default_factory=dict)
     ops_users: dict[str, str] = field(default_factory=dict)
@@ -147,7 +148,9 @@ class HubConfig:
             routes = ", ".join(json.dumps(r) for r in self.routes)
             cluster = (
                 f'cluster {{\n  name: "{self.cluster_name}"\n  listen: "{self.host}:{self.cluster_port}"\n'
-                f"  routes: [{routes}]\n}}"
+                f"  routes: [{routes}]\n"
+                + ("  no_advertise: true\n" if self.cluster_no_advertise else "")
+                + "}"
             )
         return _template("hub.conf.tmpl").substitute(
             name=self.name,

@@ -76,6 +76,7 @@ class PeerState(ServerState):
     age_s: float = 0.0
     sent_since_beat: int = 0
     accepting: bool = True
+    rtt_ms: float = 0.0  # measured round trip to it (twice its heartbeats' transit); 0: not measured
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,12 @@ class DefaultPolicy:
         left = max(1, req.prompt_tokens - s.cached_tokens)
         return float((req.prompt_tokens / left) ** self.prefix_sharpness)
 
+    def _hop_ms(self, p: PeerState) -> float:
+        """What a forward to `p` adds before the first token: one broker hop and relay, the measured
+        round trip to it (distance: a peer across an ocean costs its 100-250 ms; a same-region peer
+        little), and the staleness of what we know of its load."""
+        return self.hop_ms + p.rtt_ms + self.staleness_ms_per_s * p.age_s
+
     def _prefix_elsewhere(
         self, req: RequestInfo, own: OwnState, peers: Sequence[PeerState], local: Estimate | None
     ) -> bool:
@@ -114,7 +120,7 @@ class DefaultPolicy:
         for p in peers:
             if p.cached_tokens <= own.cached_tokens or not self._peer_room(p):
                 continue
-            hop = self.hop_ms + self.staleness_ms_per_s * p.age_s
+            hop = self._hop_ms(p)
             est = estimate(req, self._like_us_if_unmeasured(p, own), extra_load=p.sent_since_beat, hop_ms=hop)
             if est.ttft_ms <= local.ttft_ms * self.prefix_gain:
                 return True
@@ -170,7 +176,7 @@ class DefaultPolicy:
                     continue
                 if req.max_price is not None and p.price > req.max_price:
                     continue
-                hop = self.hop_ms + self.staleness_ms_per_s * p.age_s
+                hop = self._hop_ms(p)
                 speeds = self._like_us_if_unmeasured(p, own)
                 est = estimate(req, speeds, extra_load=p.sent_since_beat, hop_ms=hop, prefix=pa)
                 decode = decode_ms(req, speeds) if tpot_target else 0.0
