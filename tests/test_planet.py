@@ -139,3 +139,49 @@ async def test_a_region_cut_off_for_10s_loses_nothing_and_forwarding_resumes(
     assert outcomes["cut"]["served:pa"] > 0, outcomes  # users in the cut-off region kept being served
     assert outcomes["after"]["served:pb"] > 0, outcomes  # forwarding resumed after the heal
     assert total["cut"] >= 70
+
+
+async def test_a_provider_behind_a_slow_lossy_link_loses_nothing(
+    tmp_path: Path, measured: Callable[[str], None]
+) -> None:
+    # `slow` reaches its hub over 300 ms with 5% of chunks retransmitted (~500 ms more each); users sit
+    # at the near provider's leaf, whose single slot sends part of each burst over that link
+    scenario = Scenario.model_validate(
+        {
+            "workload": {"trace": "unused.csv"},
+            "regions": [
+                {"name": "near", "access_rtt_ms": 2, "rtt_ms": {"far": 20}},
+                {"name": "far", "access_rtt_ms": 300},
+            ],
+            "network": {"jitter_ms": 5, "loss": 0.05},
+            "providers": [{"name": "fast", "region": "near"}, {"name": "slow", "region": "far"}],
+        }
+    )
+    net = Planet(scenario, tmp_path / "planet")
+    await net.start()
+    near = Provider("near", await net.leaf_url("near", "near"), tmp_path, slots=1)
+    slow = Provider("slow", await net.leaf_url("slow", "far"), tmp_path, slots=8)
+    outcomes: collections.Counter[str] = collections.Counter()
+    try:
+        await near.start()
+        await slow.start()
+        await asyncio.sleep(3.0)
+        async with Client(near.url, timeout=30, origin="near") as users:
+
+            async def one(i: int) -> None:
+                try:
+                    reply = await users.request(MODEL, {"prompt": f"question {i}", "max_tokens": 8})
+                    outcomes[f"served:{reply.provider}"] += 1
+                except WWWServeError as exc:
+                    lost = "before the deadline" in exc.message and exc.code == "deadline_exceeded"
+                    outcomes["lost" if lost else f"error:{exc.code}"] += 1
+
+            for burst in range(10):
+                await asyncio.gather(*(one(burst * 6 + k) for k in range(6)))
+    finally:
+        await near.stop()
+        await slow.stop()
+        await net.stop()
+    measured(f"outcomes: {dict(outcomes)}")
+    assert outcomes["lost"] == 0 and sum(outcomes.values()) == 60, outcomes
+    assert outcomes["served:near"] > 0, outcomes
