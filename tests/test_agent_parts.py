@@ -587,3 +587,13 @@ def test_no_canaries_without_an_entry_point() -> None:
             CompletionRequest(prompt="q", max_tokens=4), MODEL, Routing(f"r{i}", 0, now_ms() + 9000, "")
         )
     assert spawned == [] and not canaries.samples
+
+
+async def test_a_canary_to_an_unreachable_entry_point_fails_quietly_and_backs_off() -> None:
+    from wwwserve.broker.process import free_port
+
+    canaries = _canaries(f"nats://127.0.0.1:{free_port()}", [])
+    canaries._in_flight = 1
+    await canaries._send(MODEL, CompletionRequest(prompt="q", max_tokens=4))
+    assert canaries.sent == 0 and canaries._in_flight == 0
+    assert canaries._entry_retry_at > 0  # no new connection attempt per canary for a while

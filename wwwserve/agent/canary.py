@@ -17,12 +17,15 @@ users to a provider proven bad (wwwserve/hubguard.py).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import random
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import nats.errors
 import structlog
 
 from wwwserve.agent.admission import Slots
@@ -37,6 +40,8 @@ from wwwserve.protocol.messages import CompletionRequest
 log = structlog.get_logger(__name__)
 
 SAMPLES = 64  # recent user requests a canary is drawn from
+ENTRY_RETRY_S = 30.0  # after the entry point refused a connection
+ENTRY_CONNECT_S = 5.0  # the first connection to the entry point
 PROVEN_UNCERTAINTY = 0.1  # as for duels: below this a provider's answers are known
 DEFAULT_HUB_CLIENT_PORT = 4222
 DEFAULT_HUB_LEAF_PORT = 7422
@@ -113,6 +118,7 @@ class Canaries:
         self.answered_by: collections.Counter[str] = collections.Counter()
         self._client: Client | None = None
         self._in_flight = 0
+        self._entry_retry_at = 0.0
 
     def rate_for(self, model: str, exclude: Collection[str] = ()) -> float:
         """Canary probability per answered user request: high while a provider of `model` is new,
@@ -146,11 +152,15 @@ class Canaries:
         """One canary through the entry point, like a user's SDK request; its answer is dueled."""
         request_id = new_request_id()
         try:
+            if time.monotonic() < self._entry_retry_at:
+                return  # the entry point refused us lately: no canaries for a while
             client = await self._entry()
             body = req.replace(stream=False).to_wire()
             reply = await client.request(model, body, timeout=self.config.timeout_s, request_id=request_id)
-        except (WWWServeError, OSError, TimeoutError) as exc:
+        except (WWWServeError, OSError, TimeoutError, nats.errors.Error) as exc:
             log.info("canary.failed", provider=self.name, error=repr(exc))
+            if self._client is None:  # could not connect: try the entry point again later
+                self._entry_retry_at = time.monotonic() + ENTRY_RETRY_S
             return
         finally:
             self._in_flight -= 1
@@ -163,7 +173,11 @@ class Canaries:
         if self._client is None:
             assert self.config.entry_url is not None
             client = Client(self.config.entry_url, timeout=self.config.timeout_s)
-            await client.connect()
+            try:  # the SDK keeps trying a server it cannot reach: bound the first connection
+                await asyncio.wait_for(client.connect(), ENTRY_CONNECT_S)
+            except BaseException:
+                await client.close()
+                raise
             self._client = client
         return self._client
 
