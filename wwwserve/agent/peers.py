@@ -55,12 +55,15 @@ class Peer:
         self.suspended = False
 
 
+MAX_TRANSIT_MS = 500.0  # no link on Earth is slower one way; more is queueing in a loaded agent
+
+
 def _lower_envelope(current: float, sample: float) -> float:
     """The path delay under the noise: a beat's transit is the path plus queueing in both agents'
     event loops, so the estimate follows new lows at once and highs only slowly (like TCP's min RTT).
 
     Needs clocks in step (NTP: ~1 ms); a sample from a clock ahead of ours counts as 0."""
-    sample = min(max(sample, 0.0), 10_000.0)
+    sample = min(max(sample, 0.0), MAX_TRANSIT_MS)
     if current < 0 or sample < current:
         return sample
     return current + 0.05 * (sample - current)
