@@ -31,6 +31,7 @@ from wwwserve.agent.metrics import AgentMetrics, Gauges
 from wwwserve.agent.peers import PeerTable
 from wwwserve.agent.ports import Link
 from wwwserve.agent.requests import RequestRegistry
+from wwwserve.agent.settings import ProviderSettings
 from wwwserve.agent.stats import ServingStats
 from wwwserve.engines.base import Delta, EngineLoad
 from wwwserve.ledger.book import LedgerView
@@ -231,7 +232,7 @@ class Parts:
         gauges = Gauges(lambda: 0, lambda: 0, lambda: 0.0, lambda: 0, lambda: 1.0)
         self.dispatcher = Dispatcher(
             name="me",
-            config=DispatchConfig(**config),
+            config=DispatchConfig.of(ProviderSettings(**config)),
             nc=self.nc,  # type: ignore[arg-type]
             loop=asyncio.get_running_loop(),
             engine=self.engine,
@@ -380,7 +381,7 @@ def _credits(
     spawned: list[Coroutine[Any, Any, None]] = []
     return Credits(
         name,
-        CreditConfig(tmp_path / name, price=price),
+        CreditConfig.of(ProviderSettings(name=name, data_dir=tmp_path / name, price=price)),
         link,
         peers or PeerTable(name, 3.5, 64, rng=random.Random(1)),
         spawned.append,
@@ -465,7 +466,7 @@ def _duels(tmp_path: Path, nc: FakeConnection, rate: float, spawned: list[Any]) 
     records = RecordsSeen()
     duels = Duels(
         name="origin",
-        config=DuelConfig(duel_rate=rate, duel_rate_min=0.05),
+        config=DuelConfig.of(ProviderSettings(duel_rate=rate, duel_rate_min=0.05)),
         link=Link(nc),  # type: ignore[arg-type]
         rng=random.Random(7),
         spawn=spawned.append,

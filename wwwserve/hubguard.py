@@ -34,7 +34,7 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from wwwserve.agent.service import status_subject
-from wwwserve.broker.streams import jetstream
+from wwwserve.broker.streams import follow_ledger, jetstream
 from wwwserve.ledger.book import LedgerView, apply
 from wwwserve.ledger.records import parse_record
 from wwwserve.protocol import subjects
@@ -85,7 +85,6 @@ class HubGuard:
         self.apply_bans = apply_bans
         self.view = LedgerView()
         self.banned: frozenset[str] = frozenset()
-        self.applied_seq = 0
         self._sub: Subscription | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -107,17 +106,9 @@ class HubGuard:
 
     async def _follow(self, nc: Client) -> None:
         with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
-            self._sub = await jetstream(nc).subscribe(
-                subjects.LEDGER_RECEIPT,
-                stream=subjects.LEDGER_STREAM,
-                cb=self._on_record,
-                ordered_consumer=True,
-                idle_heartbeat=5.0,
-                pending_msgs_limit=1 << 20,
-            )
+            self._sub = await follow_ledger(jetstream(nc), self._on_record)
 
     async def _on_record(self, msg: Msg) -> None:
-        self.applied_seq = msg.metadata.sequence.stream
         with contextlib.suppress(ValueError, ValidationError):
             apply(self.view, parse_record(json.loads(msg.data)))  # signatures checked there
 

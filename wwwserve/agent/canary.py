@@ -42,7 +42,6 @@ log = structlog.get_logger(__name__)
 SAMPLES = 64  # recent user requests a canary is drawn from
 ENTRY_RETRY_S = 30.0  # after the entry point refused a connection
 ENTRY_CONNECT_S = 5.0  # the first connection to the entry point
-PROVEN_UNCERTAINTY = 0.1  # as for duels: below this a provider's answers are known
 DEFAULT_HUB_CLIENT_PORT = 4222
 DEFAULT_HUB_LEAF_PORT = 7422
 
@@ -72,12 +71,12 @@ def entry_url_of(settings: ProviderSettings) -> str | None:
 
 @dataclass(frozen=True)
 class CanaryConfig:
-    """The provider settings canaries read."""
+    """The provider settings canaries read (built with `of`: the defaults are the settings' own)."""
 
-    entry_url: str | None = None  # a hub's client URL (with credentials); None: no canaries
-    rate: float = 0.3
-    rate_min: float = 0.01
-    timeout_s: float = 60.0
+    entry_url: str | None  # a hub's client URL (with credentials); None: no canaries
+    rate: float
+    rate_min: float
+    timeout_s: float = 60.0  # a canary's deadline, as the SDK's default
 
     @classmethod
     def of(cls, s: ProviderSettings) -> CanaryConfig:
@@ -115,7 +114,6 @@ class Canaries:
         self.audit = audit
         self.samples: collections.deque[tuple[str, CompletionRequest]] = collections.deque(maxlen=SAMPLES)
         self.sent = 0
-        self.answered_by: collections.Counter[str] = collections.Counter()
         self._client: Client | None = None
         self._in_flight = 0
         self._entry_retry_at = 0.0
@@ -130,8 +128,7 @@ class Canaries:
             name = p.beat.name
             if name in exclude or ev.proven_bad(name):
                 continue
-            unknown = max(0.0, ev.uncertainty(name) - PROVEN_UNCERTAINTY) / (1.0 - PROVEN_UNCERTAINTY)
-            need = max(need, unknown)
+            need = max(need, ev.unproven(name))
             if need >= 1.0:
                 break
         return c.rate_min + (c.rate - c.rate_min) * need
@@ -142,7 +139,9 @@ class Canaries:
             return
         self.samples.append((model, req))
         spare = self.slots.running + self._in_flight < self.slots.capacity
-        if not spare or self.rng.random() >= self.rate_for(model, (self.name,)):
+        if not spare or time.monotonic() < self._entry_retry_at:  # the entry point refused us lately
+            return
+        if self.rng.random() >= self.rate_for(model, (self.name,)):
             return
         sample_model, sample = self.samples[self.rng.randrange(len(self.samples))]
         self._in_flight += 1
@@ -152,8 +151,6 @@ class Canaries:
         """One canary through the entry point, like a user's SDK request; its answer is dueled."""
         request_id = new_request_id()
         try:
-            if time.monotonic() < self._entry_retry_at:
-                return  # the entry point refused us lately: no canaries for a while
             client = await self._entry()
             body = req.replace(stream=False).to_wire()
             reply = await client.request(model, body, timeout=self.config.timeout_s, request_id=request_id)
@@ -165,7 +162,6 @@ class Canaries:
         finally:
             self._in_flight -= 1
         self.sent += 1
-        self.answered_by[reply.provider] += 1
         if reply.provider != self.name:  # our own answers are not ours to audit
             self.audit(req, model, request_id, reply.provider, reply.text)
 

@@ -26,13 +26,12 @@ import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
 from wwwserve.agent.peers import PeerTable
 from wwwserve.agent.ports import Link, Spawn
 from wwwserve.agent.settings import ProviderSettings
-from wwwserve.broker.streams import jetstream, read_all
+from wwwserve.broker.streams import follow_ledger, jetstream, read_all
 from wwwserve.datadir import DataDirLock
 from wwwserve.ledger.book import LedgerView
 from wwwserve.ledger.checkpoint import CheckpointVote, choose, digest, encode_state
@@ -69,13 +68,13 @@ def view_subject(provider: str) -> str:
 
 @dataclass(frozen=True)
 class CreditConfig:
-    """The provider settings the credits read."""
+    """The provider settings the credits read (built with `of`: the defaults are the settings' own)."""
 
     state_dir: Path
-    price: float = 0.0
-    stake: float = 0.0
-    checkpoint_every: int = 10_000
-    checkpoint_quorum: int = 2
+    price: float
+    stake: float
+    checkpoint_every: int
+    checkpoint_quorum: int
 
     @classmethod
     def of(cls, s: ProviderSettings) -> CreditConfig:
@@ -183,18 +182,7 @@ class Credits:
         try:
             if self.ledger.applied_seq == 0:
                 await self._catch_up_from_checkpoint()
-            self._sub = await js.subscribe(
-                subjects.LEDGER_RECEIPT,
-                stream=subjects.LEDGER_STREAM,
-                cb=self._on_record,
-                ordered_consumer=True,
-                config=ConsumerConfig(
-                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.ledger.applied_seq + 1
-                ),
-                idle_heartbeat=5.0,
-                inactive_threshold=60.0,
-                pending_msgs_limit=1 << 20,
-            )
+            self._sub = await follow_ledger(js, self._on_record, self.ledger.applied_seq)
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as e:
             log.debug("ledger.stream_unavailable", provider=self.name, error=repr(e))
             return False

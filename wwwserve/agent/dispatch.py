@@ -133,18 +133,19 @@ class CandidateStates(Sequence[PeerState]):
 @dataclass(frozen=True, slots=True)
 class DispatchConfig:
     """The provider settings a request's path reads (plain attributes: a pydantic model's read costs
-    ~0.1 µs through __getattr__, and the path reads several per request)."""
+    ~0.1 µs through __getattr__, and the path reads several per request). Built with `of`: the
+    defaults are the settings' own."""
 
-    max_request_bytes: int = 256 * 1024
-    default_timeout_s: float = 60.0
-    engine_stall_s: float = 60.0
-    price: float = 0.0
-    network_share: float = 1.0
-    forward: bool = True
-    max_hops: int = 2
-    slo_aware: bool = True
-    min_price: float = 0.0
-    serve_without_credit: bool = True
+    max_request_bytes: int
+    default_timeout_s: float
+    engine_stall_s: float
+    price: float
+    network_share: float
+    forward: bool
+    max_hops: int
+    slo_aware: bool
+    min_price: float
+    serve_without_credit: bool
 
     @classmethod
     def of(cls, s: ProviderSettings) -> DispatchConfig:

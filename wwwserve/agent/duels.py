@@ -46,7 +46,6 @@ log = structlog.get_logger(__name__)
 JUDGE_PREFIX = "llm.duel.judge"
 DUEL_TIMEOUT_S = 60.0
 SUSPECT_BAD_RATE = 0.05  # a server losing this share of its duels or more is dueled at the full rate
-PROVEN_UNCERTAINTY = 0.1  # below this (about 18 recent verdicts without losses) a server is proven
 
 # (engine, model, request, (a, answer_a), (b, answer_b)) -> judgement
 JudgeFn = Callable[[Engine, str, CompletionRequest, tuple[str, str], tuple[str, str]], Awaitable[Judgement]]
@@ -66,11 +65,11 @@ def judge_subject(provider: str) -> str:
 
 @dataclass(frozen=True)
 class DuelConfig:
-    """The provider settings the duels read."""
+    """The provider settings the duels read (built with `of`: the defaults are the settings' own)."""
 
-    duel_rate: float = 0.0
-    duel_rate_min: float = 0.05
-    judge_check_rate: float = 0.1
+    duel_rate: float
+    duel_rate_min: float
+    judge_check_rate: float
 
     @classmethod
     def of(cls, s: ProviderSettings) -> DuelConfig:
@@ -133,8 +132,7 @@ class Duels:
         s = self.config
         low = min(s.duel_rate_min, s.duel_rate)
         ev = self.ledger.view.evidence
-        unknown = max(0.0, ev.uncertainty(server) - PROVEN_UNCERTAINTY) / (1.0 - PROVEN_UNCERTAINTY)
-        need = max(unknown, min(1.0, ev.bad_rate(server) / SUSPECT_BAD_RATE))
+        need = max(ev.unproven(server), min(1.0, ev.bad_rate(server) / SUSPECT_BAD_RATE))
         return low + (s.duel_rate - low) * need
 
     def maybe_start(

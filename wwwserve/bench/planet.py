@@ -86,16 +86,22 @@ class Planet:
         if not await create_when_ready(first, 1):
             raise RuntimeError("the hubs' JetStream did not come up")
 
+    def _access(self, region: str) -> float:
+        """The round trip between `region`'s hub and what connects to it there."""
+        return next(r.access_rtt_ms for r in self.scenario.regions if r.name == region)
+
     async def leaf_url(self, provider: str, region: str) -> str:
         """Where `provider`'s leaf joins: its region's hub, through an access relay."""
-        access = next(r.access_rtt_ms for r in self.scenario.regions if r.name == region)
-        port = await self._relay(self.hubs[region].leaf_port, access, frozenset({region}), f"{provider}->hub")
+        port = await self._relay(
+            self.hubs[region].leaf_port, self._access(region), frozenset({region}), f"{provider}->hub"
+        )
         return f"127.0.0.1:{port}"
 
     async def client_url(self, region: str, who: str) -> str:
         """Where a client in `region` (users at the hub, the scheduler) connects: through an access relay."""
-        access = next(r.access_rtt_ms for r in self.scenario.regions if r.name == region)
-        port = await self._relay(self.hubs[region].server.port, access, frozenset({region}), f"{who}->hub")
+        port = await self._relay(
+            self.hubs[region].server.port, self._access(region), frozenset({region}), f"{who}->hub"
+        )
         return f"nats://127.0.0.1:{port}"
 
     @property

@@ -221,7 +221,7 @@ async def run_policy(
                 await finished[a.history[-1]].wait()
             home = region_of.get(a.origin, "")
             at_origin = a.origin in present and w.entry == "origin"
-            client = clients[a.origin] if at_origin else hub_clients[home if planet else ""]
+            client = clients[a.origin] if at_origin else hub_clients[home]
             rec = Record(a.index, a.origin, a.prompt_tokens, a.output_tokens, time.monotonic() - t0)
             rec.origin_region = home
             prompt = a.prompt

@@ -8,14 +8,24 @@ does it when it starts, and an agent that finds them missing does it too (an ope
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import nats
 import nats.errors
 import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy, DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import (
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import BadRequestError, NotFoundError
 
 from wwwserve.protocol import subjects
@@ -67,6 +77,23 @@ def directory_config(replicas: int) -> KeyValueConfig:
         storage=StorageType.MEMORY,
         replicas=replicas,
         limit_marker_ttl=DIRECTORY_TTL_S,  # watchers hear when an entry expires
+    )
+
+
+async def follow_ledger(
+    js: JetStreamContext, cb: Callable[[Msg], Awaitable[None]], after_seq: int = 0
+) -> Subscription:
+    """Every ledger record after stream sequence `after_seq`, then each new one, in stream order
+    (an ordered consumer): how agents (agent/credits.py) and hubs (hubguard.py) fold the ledger."""
+    return await js.subscribe(
+        subjects.LEDGER_RECEIPT,
+        stream=subjects.LEDGER_STREAM,
+        cb=cb,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after_seq + 1),
+        idle_heartbeat=5.0,
+        inactive_threshold=60.0,
+        pending_msgs_limit=1 << 20,
     )
 
 

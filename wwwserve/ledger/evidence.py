@@ -37,6 +37,7 @@ WEIGHT_LOST = 0.1  # a judge below this weight has lost its judging weight
 # A provider is *proven bad* once it lost at least BAN_BAD_RATE of its recent duels over at least
 # BAN_MIN_FOUGHT judge-weighted verdicts (a 100% cheater: its fourth lost verdict). Hubs then stop
 # routing user requests to it (wwwserve/hubguard.py); answering well in later duels lifts it again.
+PROVEN_UNCERTAINTY = 0.1  # below this (about 18 recent verdicts) a provider's answers are known
 BAN_BAD_RATE = 0.5
 BAN_MIN_FOUGHT = 3.0
 OPEN_PANELS = 10_000  # duels whose panel may still be filled
@@ -65,6 +66,12 @@ class DuelEvidence:
     def uncertainty(self) -> float:
         """1.0 for a newcomer, towards 0 as verdicts accumulate: how much a duel would teach us."""
         return PRIOR_DUELS / (PRIOR_DUELS + self.fought)
+
+    @property
+    def unproven(self) -> float:
+        """1.0 for a newcomer, 0 once its answers are known (PROVEN_UNCERTAINTY): how much the
+        adaptive duel and canary rates still want to learn about it."""
+        return max(0.0, self.uncertainty - PROVEN_UNCERTAINTY) / (1.0 - PROVEN_UNCERTAINTY)
 
     @property
     def proven_bad(self) -> bool:
@@ -126,6 +133,10 @@ class Evidence:
     def uncertainty(self, name: str) -> float:
         """How little is known about `name`'s answers (1.0: nothing)."""
         return self.duel(name).uncertainty
+
+    def unproven(self, name: str) -> float:
+        """How much the adaptive rates still want to learn about `name` (1.0 new, 0 proven)."""
+        return self.duel(name).unproven
 
     def bad_rate(self, name: str) -> float:
         """Estimated share of `name`'s answers that lose duels."""
