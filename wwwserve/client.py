@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -20,7 +21,6 @@ import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from wwwserve import PROTOCOL_VERSION
 from wwwserve.directory import Directory
@@ -43,6 +43,42 @@ _GRACE_S = 1.0  # past the deadline, how long to wait for the network's own expl
 _ACK_S = 2.0  # no ack this long after sending: nobody took it, send again
 _REASK_S = 2.0  # silence this long after the ack: ask the responsible provider again (same id)
 log = structlog.get_logger(__name__)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _Inbox:
+    """The messages of one attempt, waited for with a timeout. nats-py's `next_msg(timeout)` makes a
+    task and a `wait_for` per message: at 32 streams of a chunk per token that was a sixth of a
+    client's CPU. Here a message costs a deque append and, when the reader waits, one future."""
+
+    __slots__ = ("msgs", "waiter")
+
+    def __init__(self) -> None:
+        self.msgs: deque[Msg] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+
+    async def on_msg(self, msg: Msg) -> None:
+        """The subscription's callback."""
+        self.msgs.append(msg)
+        if self.waiter is not None:
+            _wake(self.waiter)
+
+    async def next(self, timeout: float) -> Msg | None:
+        """The next message, or None after `timeout` seconds without one (a cancel propagates)."""
+        if not self.msgs:
+            loop = asyncio.get_running_loop()
+            self.waiter = waiter = loop.create_future()
+            timer = loop.call_later(timeout, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self.waiter = None
+        return self.msgs.popleft() if self.msgs else None
 
 
 class Client:
@@ -193,7 +229,8 @@ class Client:
         backoff = 0.05
         while True:
             inbox = self.nc.new_inbox()
-            sub = await self.nc.subscribe(inbox)
+            box = _Inbox()
+            sub = await self.nc.subscribe(inbox, cb=box.on_msg)
             try:
                 await self.nc.publish(subject, payload, reply=inbox, headers=headers)
                 retry = False
@@ -203,7 +240,7 @@ class Client:
                         subjects.direct_subject(provider, model), payload, reply=inbox, headers=headers
                     )
 
-                async for item in self._read(sub, deadline, routing.request_id, resend):
+                async for item in self._read(box, deadline, routing.request_id, resend):
                     if item is None:
                         retry = True
                         break
@@ -220,7 +257,7 @@ class Client:
             backoff = min(backoff * 2, 0.5)
 
     async def _read(
-        self, sub: Subscription, deadline: float, request_id: str, resend: Callable[[str], Awaitable[None]]
+        self, box: _Inbox, deadline: float, request_id: str, resend: Callable[[str], Awaitable[None]]
     ) -> AsyncIterator[StreamChunk | Reply | None]:
         """Messages of one attempt; None means: nobody took it, retry (nothing was delivered yet).
 
@@ -241,9 +278,8 @@ class Client:
                 left = deadline - now
                 if left <= 0:
                     raise DeadlineExceeded(f"no complete answer before the deadline (request {request_id})")
-                try:
-                    msg = await sub.next_msg(timeout=min(_SLICE_S, left))
-                except nats.errors.TimeoutError:
+                msg = await box.next(min(_SLICE_S, left))
+                if msg is None:
                     now = time.monotonic()
                     gone = responsible is not None and not self._provider_alive(responsible)
                     if gone or (responsible is None and now - last_heard > _ACK_S):

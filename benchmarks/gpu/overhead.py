@@ -27,7 +27,10 @@ from wwwserve.client import Client
 from wwwserve.logs import configure_logging
 from wwwserve.protocol.messages import Reply
 
-Sample = tuple[float, float]  # (ttft ms, e2e ms)
+# (ttft ms, e2e ms, the agent's own ttft and latency from its receipt of the request, as its final reply
+# says; NaN on the direct route): what the client saw minus what the agent saw is the NATS route's share
+Sample = tuple[float, float, float, float]
+NAN = float("nan")
 
 
 def _prompt(rng: random.Random, words: int, vocab: int) -> str:
@@ -44,19 +47,22 @@ async def _direct(http: httpx.AsyncClient, model: str, prompt: str, max_tokens: 
             if ttft is None and line.startswith("data:") and '"text"' in line:
                 ttft = time.perf_counter() - t0
     e2e = time.perf_counter() - t0
-    return (ttft or e2e) * 1000, e2e * 1000
+    return (ttft or e2e) * 1000, e2e * 1000, NAN, NAN
 
 
 async def _sdk(client: Client, model: str, prompt: str, max_tokens: int) -> Sample:
     t0 = time.perf_counter()
     ttft = None
+    final: Reply | None = None
     async for item in client.stream(model, {"prompt": prompt, "max_tokens": max_tokens}):
         if ttft is None:
             ttft = time.perf_counter() - t0
         if isinstance(item, Reply):
+            final = item
             break
     e2e = time.perf_counter() - t0
-    return (ttft or e2e) * 1000, e2e * 1000
+    agent = (final.ttft_ms, final.latency_ms) if final is not None else (NAN, NAN)
+    return (ttft or e2e) * 1000, e2e * 1000, *agent
 
 
 async def _block(
@@ -119,13 +125,18 @@ async def main(a: argparse.Namespace) -> dict[str, object]:
     for name, by_c in samples.items():
         for c, got in by_c.items():
             ttft, e2e = [s[0] for s in got], [s[1] for s in got]
-            table.setdefault(str(c), {})[name] = {
+            row = table.setdefault(str(c), {})[name] = {
                 "n": len(got),
                 "ttft_p50_ms": _pct(ttft, 50),
                 "ttft_p90_ms": _pct(ttft, 90),
                 "e2e_p50_ms": _pct(e2e, 50),
                 "e2e_p90_ms": _pct(e2e, 90),
             }
+            if name != "direct":  # where the time went: the agent's own clock vs the client's
+                row["agent_ttft_p50_ms"] = _pct([s[2] for s in got], 50)
+                row["agent_e2e_p50_ms"] = _pct([s[3] for s in got], 50)
+                row["route_ttft_p50_ms"] = _pct([s[0] - s[2] for s in got], 50)  # request in, first chunk out
+                row["route_e2e_p50_ms"] = _pct([s[1] - s[3] for s in got], 50)  # request in, final out
     for row in table.values():
         base = row["direct"]
         for name, s in row.items():

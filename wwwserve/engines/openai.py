@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 import structlog
 
 from wwwserve.engines.base import Delta, EngineLoad, parse_options, prompt_text
@@ -37,6 +37,7 @@ _PREFIX_COUNTERS = (
     ("vllm:gpu_prefix_cache_hits_total", "vllm:gpu_prefix_cache_queries_total"),
 )
 _PREFIX_RATE = ("vllm:gpu_prefix_cache_hit_rate",)  # vLLM V0 exports the rate itself
+_POLL_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
 
 @dataclass
@@ -84,7 +85,7 @@ class OpenAIEngine:
     def __init__(self, base_url: str, options: OpenAIOptions | None = None) -> None:
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.options = options or OpenAIOptions()
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._poller: asyncio.Task[None] | None = None
         self._running = 0
         self._server_running: float | None = None
@@ -105,13 +106,15 @@ class OpenAIEngine:
     async def start(self) -> None:
         """Open the HTTP client and start polling /metrics."""
         headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
+        # aiohttp, not httpx: relaying 32 streams of a token per event, httpx's layers (httpcore, anyio's
+        # cancel scope per read) took more of the agent's CPU than the rest of the request path
+        # (docs/benchmarks.md, "What the agent adds in front of a real engine")
+        self._client = aiohttp.ClientSession(
             headers=headers,
-            timeout=httpx.Timeout(self.options.timeout_s, connect=5),
-            # one kept-alive connection per request in flight (httpx keeps 20: beyond that, each
-            # request opened a new TCP connection to a server a few milliseconds away from its answer)
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=1024),
+            timeout=aiohttp.ClientTimeout(total=self.options.timeout_s, connect=5),
+            # one kept-alive connection per request in flight, unbounded (beyond a pool's limit each
+            # request would open a TCP connection to a server a few milliseconds from its answer)
+            connector=aiohttp.TCPConnector(limit=0),
         )
         self._poller = asyncio.create_task(self._poll_metrics())
 
@@ -122,7 +125,7 @@ class OpenAIEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         if self._client:
-            await self._client.aclose()
+            await self._client.close()
 
     def load(self) -> EngineLoad:
         """The server's own counts when it exports them, else what passes through this engine."""
@@ -153,13 +156,13 @@ class OpenAIEngine:
     async def _read_models(self) -> None:
         """Learn each served model's context length once (servers that do not report one give none)."""
         assert self._client is not None
-        resp = await self._client.get("/v1/models", timeout=2.0)
-        if resp.status_code == 200:
-            lens: dict[str, int] = {}
-            for card in resp.json().get("data", []):
-                if isinstance(card, dict) and isinstance(card.get("max_model_len"), int):
-                    lens[str(card.get("id"))] = card["max_model_len"]
-            self._model_lens = lens
+        async with self._client.get(f"{self.base_url}/v1/models", timeout=_POLL_TIMEOUT) as resp:
+            if resp.status == 200:
+                lens: dict[str, int] = {}
+                for card in (await resp.json(content_type=None)).get("data", []):
+                    if isinstance(card, dict) and isinstance(card.get("max_model_len"), int):
+                        lens[str(card.get("id"))] = card["max_model_len"]
+                self._model_lens = lens
 
     async def _poll_metrics(self) -> None:
         assert self._client is not None
@@ -168,15 +171,15 @@ class OpenAIEngine:
                 if self._model_lens is None:
                     with contextlib.suppress(ValueError, AttributeError):
                         await self._read_models()
-                resp = await self._client.get("/metrics", timeout=2.0)
-                if resp.status_code == 200:
-                    m = parse_metrics(resp.text)
-                    self._server_running = next((m[k] for k in _RUNNING if k in m), None)
-                    self._server_waiting = next((m[k] for k in _WAITING if k in m), None)
-                    self._kv_usage = next((m[k] for k in _KV_USAGE if k in m), None)
-                    self.prefix_hit_rate = prefix_hit_rate(m)
+                async with self._client.get(f"{self.base_url}/metrics", timeout=_POLL_TIMEOUT) as resp:
+                    if resp.status == 200:
+                        m = parse_metrics(await resp.text())
+                        self._server_running = next((m[k] for k in _RUNNING if k in m), None)
+                        self._server_waiting = next((m[k] for k in _WAITING if k in m), None)
+                        self._kv_usage = next((m[k] for k in _KV_USAGE if k in m), None)
+                        self.prefix_hit_rate = prefix_hit_rate(m)
                 self._healthy = True
-            except httpx.HTTPError:
+            except (aiohttp.ClientError, TimeoutError):
                 self._healthy = False
             await asyncio.sleep(self.options.metrics_interval_s)
 
@@ -216,23 +219,23 @@ class OpenAIEngine:
         waiting_first = True
         sent = time.monotonic()
         try:
-            async with self._client.stream("POST", path, json=body) as resp:
-                if resp.status_code != 200:
-                    detail = (await resp.aread()).decode(errors="replace")[:500]
-                    raise BackendError(f"engine answered HTTP {resp.status_code}: {detail}")
+            async with self._client.post(self.base_url + path, json=body) as resp:
+                if resp.status != 200:
+                    detail = (await resp.read()).decode(errors="replace")[:500]
+                    raise BackendError(f"engine answered HTTP {resp.status}: {detail}")
                 # Every event that arrived in one read goes out as one delta: a server streams a
                 # token per event, and under load (32 streams at ~8 ms per token) relaying each as its
                 # own message cost the agent more CPU than the rest of the request; when the agent
                 # keeps up, a read holds one event and nothing waits.
-                pending = ""
-                async for block in resp.aiter_text():
-                    *lines, pending = (pending + block).split("\n")
+                pending = b""
+                async for block in resp.content.iter_any():
+                    *lines, pending = (pending + block).split(b"\n")
                     texts: list[str] = []
                     for line in lines:
-                        if not line.startswith("data:"):
+                        if not line.startswith(b"data:"):
                             continue
                         data = line[5:].strip()
-                        if data == "[DONE]":
+                        if data == b"[DONE]":
                             done = True
                             break
                         chunk = json.loads(data)
@@ -265,7 +268,7 @@ class OpenAIEngine:
                     f"engine ended its stream without an answer ({produced} chunks, no [DONE]): "
                     "the server failed the request (too long a prompt for its context?)"
                 )
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self._healthy = False
             raise BackendError(f"engine at {self.base_url} failed: {exc!r}") from exc
         except json.JSONDecodeError as exc:
