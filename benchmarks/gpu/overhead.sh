@@ -4,6 +4,7 @@
 set -uo pipefail
 source benchmarks/gpu/env.sh
 mkdir -p /tmp/wo
+for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:${PORT:-8101}/health" >/dev/null && break; sleep 1; done
 python3 -m wwwserve hub --port 4622 --leafnode-port 7622 --http-port 8622 --data-dir /tmp/wo/hub > /tmp/wo/hub.log 2>&1 &
 sleep 2
 python3 -m wwwserve provider --name front --hub 127.0.0.1:7622 --port 4701 --engine openai \
