@@ -10,11 +10,13 @@ source benchmarks/gpu/env.sh
 BUDGET_S=${BUDGET_S:-450}  # a point starts only before this many seconds of the script (a run has 600)
 mkdir -p /tmp/wq/res /tmp/wc
 common="--load-format dummy --kv-cache-memory-bytes $((32 * 1024 * 1024 * 1024)) --gpu-memory-utilization 0.45"
+curl -sf http://127.0.0.1:8202/health >/dev/null || {  # (already up from an earlier run on this machine)
 setsid python3 -m vllm.entrypoints.cli.main serve /root/models/llama-3.1-8b \
     --port 8201 --no-enable-prefix-caching $common > /tmp/wc/llama.log 2>&1 < /dev/null &
 sleep 5
 setsid python3 -m vllm.entrypoints.cli.main serve /root/models/qwen3-8b \
     --port 8202 $common > /tmp/wc/qwen.log 2>&1 < /dev/null &
+}
 for port in 8201 8202; do
     for _ in $(seq 1 400); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 1; done
     # the first request of a fresh server is cold (~1 s): not a point's
@@ -27,13 +29,15 @@ grep -h "max_num_batched_tokens\|KV cache size\|Maximum concurrency" /tmp/wc/*.l
 parallel_bench() {  # name in out streams-per-process prompts-per-process processes: one point from several clients
     local name=$1 i=$2 o=$3 c=$4 n=$5 k=$6
     if [ "$SECONDS" -gt "$BUDGET_S" ]; then echo "{\"point\": \"$name\", \"skipped\": \"run time\"}" >> "$OUT/points.jsonl"; return; fi
+    local pids=()
     for j in $(seq 1 "$k"); do
         python3 -m vllm.entrypoints.cli.main bench serve --backend vllm --base-url "$BENCH_URL" --model "$BENCH_MODEL" \
             --dataset-name random --random-input-len "$i" --random-output-len "$o" --num-prompts "$n" \
             --max-concurrency "$c" --ignore-eos --seed $((RANDOM + 1000 * j)) --percentile-metrics ttft,tpot,e2el \
             --save-result --result-dir /tmp/wq/res --result-filename "$name-$j.json" > "/tmp/wq/bench-$name-$j.log" 2>&1 &
+        pids+=($!)
     done
-    wait
+    wait "${pids[@]}"  # not a bare wait: the servers are this shell's children too
     python3 - "$name" "$i" "$o" "$c" "$n" "$k" <<'PY' >> "$OUT/points.jsonl"
 import json, sys
 name, i, o, c, n, k = sys.argv[1:]
