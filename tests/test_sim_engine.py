@@ -97,7 +97,7 @@ def test_calibration_is_within_15_percent_of_every_published_point() -> None:
     ]
     # the points it misses say why (docs/benchmarks.md lists them); a point that came within 15% loses its gap
     gaps = [r for r in rows if r["gap"]]
-    assert len(gaps) <= 6 and all(abs(r["error"]) > 0.15 for r in gaps), [
+    assert len(gaps) <= 5 and all(abs(r["error"]) > 0.15 for r in gaps), [
         (r["metric"], r["error"]) for r in gaps
     ]
 
