@@ -24,6 +24,7 @@ class Stream:
     """One request inside the engine loop."""
 
     writer: asyncio.StreamWriter
+    reader: asyncio.StreamReader
     prompt_left: int
     tokens_left: int
     model: str
@@ -47,6 +48,13 @@ class Engine:
             if not self.waiting and not self.running:
                 self.wake.clear()
                 await self.wake.wait()
+            # a client that went away is aborted, as vLLM aborts a request whose connection closed
+            for queue in (self.waiting, self.running):
+                for s in [s for s in queue if s.reader.at_eof() or s.writer.is_closing()]:
+                    queue.remove(s)
+                    s.done.set()
+            if not self.waiting and not self.running:
+                continue
             while self.waiting and len(self.running) < a.max_num_seqs:
                 self.running.append(self.waiting.pop(0))
             budget = a.budget - sum(1 for s in self.running if s.prompt_left == 0)
@@ -126,7 +134,7 @@ async def serve(engine: Engine, reader: asyncio.StreamReader, w: asyncio.StreamW
             elif method == "POST" and path == "/v1/completions":
                 req = json.loads(body)
                 prompt_tokens = max(1, len(str(req["prompt"]).split()))
-                s = Stream(w, prompt_tokens, int(req.get("max_tokens", 16)), str(req["model"]))
+                s = Stream(w, reader, prompt_tokens, int(req.get("max_tokens", 16)), str(req["model"]))
                 if not req.get("stream"):
                     await _respond(w, "400 Bad Request", "application/json", b'{"error": "stream only"}')
                     continue
