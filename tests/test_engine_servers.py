@@ -167,3 +167,32 @@ async def test_engine_reports_the_prefill_queue_only_it_can_see() -> None:
     finally:
         await engine.close()
         await server.stop()
+
+
+async def test_openai_engine_reports_the_servers_time_per_token_while_streams_run() -> None:
+    """What a policy reads as a real server's TPOT is its streams' recent pace, not an average of answers
+    that finished seconds ago: a server that slows down shows in the next heartbeat."""
+    server = StallableServer(free_port(), token_s=0.02)
+    await server.start()
+    engine = OpenAIEngine(f"http://127.0.0.1:{server.port}")
+    await engine.start()
+    try:
+        assert engine.load().tpot_ms == 0.0  # nothing streamed yet: unknown, the agent's own average stands
+
+        async def one(n: int) -> None:
+            req = parse_request({"messages": [{"role": "user", "content": "w5 w6"}], "max_tokens": n})
+            async for _ in engine.generate(req, "m"):  # (the stand-in streams chat deltas)
+                pass
+
+        await asyncio.gather(*(one(20) for _ in range(4)))
+        fast = engine.load().tpot_ms
+        assert 15.0 <= fast <= 60.0, fast  # 20 ms per token, plus the event loop's share on a busy machine
+        server.token_s = 0.08
+        await asyncio.gather(*(one(10) for _ in range(4)))
+        slow = engine.load().tpot_ms
+        assert slow > 1.8 * fast, (fast, slow)  # the window holds mostly the slower stream now
+        await asyncio.sleep(2.2)  # the window is 2 s: with no stream running, unknown again
+        assert engine.load().tpot_ms == 0.0
+    finally:
+        await engine.close()
+        await server.stop()

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import re
 import time
+from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ _PREFIX_COUNTERS = (
 )
 _PREFIX_RATE = ("vllm:gpu_prefix_cache_hit_rate",)  # vLLM V0 exports the rate itself
 _POLL_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+_TPOT_WINDOW_S = 2.0  # the streams' recent time per token: what `load().tpot_ms` reports
 
 
 @dataclass
@@ -102,6 +104,12 @@ class OpenAIEngine:
         # a request found + its own prompt) / its TTFT: the prompts ahead were prefilled before its own
         self.prefill_backlog = 0
         self.prefill_tps = 0.0
+        # (when, seconds per token) of the streams' latest events: the server's time per token now,
+        # stalls by other prompts' prefill included. The agent's own average moves only as answers
+        # finish, seconds after a wave of forwarded prompts has slowed every stream on the server; a sim
+        # engine knows its step time at once (docs/benchmarks.md, "On a real GPU")
+        self._gaps: deque[tuple[float, float]] = deque()
+        self._gaps_sum = 0.0
 
     async def start(self) -> None:
         """Open the HTTP client and start polling /metrics."""
@@ -135,12 +143,25 @@ class OpenAIEngine:
             running=running,
             waiting=waiting,
             healthy=self._healthy,
+            tpot_ms=self.recent_tpot_ms(),
             prefill_tps=self.prefill_tps,
             prefill_backlog=self.prefill_backlog,
             kv_cache_usage=self._kv_usage,
             prefix_filter=self.prefix_cache.advertised() if self.prefix_cache.capacity else None,
             prefix_hit_rate=self.prefix_hit_rate,
         )
+
+    def recent_tpot_ms(self, window_s: float = _TPOT_WINDOW_S) -> float:
+        """Mean time per token of the streams over the last `window_s` seconds; 0 when none ran."""
+        cutoff = time.monotonic() - window_s
+        gaps = self._gaps
+        while gaps and gaps[0][0] < cutoff:
+            self._gaps_sum -= gaps.popleft()[1]
+        return max(0.0, self._gaps_sum) / len(gaps) * 1000.0 if gaps else 0.0
+
+    def _token_gap(self, now: float, per_token_s: float) -> None:
+        self._gaps.append((now, per_token_s))
+        self._gaps_sum += per_token_s
 
     def _prefill_sample(self, tokens_per_s: float, alpha: float = 0.2) -> None:
         self.prefill_tps = (
@@ -217,7 +238,7 @@ class OpenAIEngine:
         ahead = self.prefill_backlog
         self.prefill_backlog += prompt_words
         waiting_first = True
-        sent = time.monotonic()
+        sent = last_event = time.monotonic()
         try:
             async with self._client.post(self.base_url + path, json=body) as resp:
                 if resp.status != 200:
@@ -252,6 +273,11 @@ class OpenAIEngine:
                                 produced += 1
                                 texts.append(text)
                             finish = choice.get("finish_reason") or finish
+                    now = time.monotonic()
+                    if texts and not waiting_first:
+                        self._token_gap(now, (now - last_event) / len(texts))
+                    if texts:
+                        last_event = now
                     if texts and waiting_first:
                         waiting_first = False
                         self.prefill_backlog -= prompt_words
