@@ -273,16 +273,15 @@ class OpenAIEngine:
                                 produced += 1
                                 texts.append(text)
                             finish = choice.get("finish_reason") or finish
-                    now = time.monotonic()
-                    if texts and not waiting_first:
-                        self._token_gap(now, (now - last_event) / len(texts))
                     if texts:
+                        now = time.monotonic()
+                        if waiting_first:
+                            waiting_first = False
+                            self.prefill_backlog -= prompt_words
+                            self._prefill_sample((ahead + prompt_words) / max(1e-3, now - sent))
+                        else:
+                            self._token_gap(now, (now - last_event) / len(texts))
                         last_event = now
-                    if texts and waiting_first:
-                        waiting_first = False
-                        self.prefill_backlog -= prompt_words
-                        self._prefill_sample((ahead + prompt_words) / max(1e-3, time.monotonic() - sent))
-                    if texts:
                         joined = "".join(texts)
                         answer.append(joined)
                         yield Delta(joined)
