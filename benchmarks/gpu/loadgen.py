@@ -116,7 +116,8 @@ async def _point(args: argparse.Namespace) -> dict[str, Any]:
         server[h.removeprefix("vllm:")] = {"count": n, "mean": round(scale * s / n, 3) if n else None}
     return {
         "input": args.input, "output": args.output, "concurrency": args.concurrency,
-        "prompts": len(reqs), "errors": len(got) - len(reqs), "error_kinds": errors[:3], "prefix_len": args.prefix_len, "processes": args.processes,
+        "prompts": len(reqs), "errors": len(got) - len(reqs), "error_kinds": errors[:3],
+        "prefix_len": args.prefix_len, "processes": args.processes,
         "duration": round(span, 3),
         "mean_ttft_ms": round(statistics.mean(ttft), 2), "median_ttft_ms": round(statistics.median(ttft), 2),
         "p90_ttft_ms": round(statistics.quantiles(ttft, n=10)[-1], 2) if len(ttft) > 1 else None,
