@@ -12,14 +12,16 @@ BUDGET_S=${BUDGET_S:-480}
 mkdir -p /tmp/wc
 common="--load-format dummy --kv-cache-memory-bytes $((10 * 1024 * 1024 * 1024)) --gpu-memory-utilization 0.25"
 start() {  # port model name extra
-    curl -sf "http://127.0.0.1:$1/health" >/dev/null && return  # (already up from an earlier run)
+    [ -e "/tmp/wc/$3.pid" ] && return  # (started by an earlier run on this machine: STARTONLY=1)
     setsid python3 -m vllm.entrypoints.cli.main serve "/root/models/$2" --port "$1" $common $4 \
         > "/tmp/wc/$3.log" 2>&1 < /dev/null &
+    echo $! > "/tmp/wc/$3.pid"
     sleep 4
 }
 start 8201 llama-3.1-8b llama --no-enable-prefix-caching
 start 8202 qwen3-8b qwen ""
 start 8203 qwen3-8b qwen-nocache --no-enable-prefix-caching
+[ -n "${STARTONLY:-}" ] && exit 0
 for port in 8201 8202 8203; do
     for _ in $(seq 1 400); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 1; done
 done

@@ -12,6 +12,7 @@ grep -h "GPU KV cache size\|Maximum concurrency" /tmp/ws/*.log | cut -c1-200 >> 
 [ -n "${SKIP_PROBE:-}" ] || python3 benchmarks/gpu/probe.py --model llama-3.1-8b http://127.0.0.1:810{1,2,3,4} > "$OUT/probe.json" 2>/tmp/ws/probe.err
 python3 -m wwwserve bench benchmarks/gpu-skewed.toml --policies "${POLICIES:-isolated,wwwserve,centralized}" --json \
     --out /tmp/ws/bench > "$OUT/net.json" 2> /tmp/ws/bench.err || tail -20 /tmp/ws/bench.err
+cp /tmp/ws/bench/requests.csv "$OUT/" 2>/dev/null  # every request of every policy: where TTFT and TPOT went
 { echo "after the bench:"; for port in 8101 8102 8103 8104; do echo "$port health: $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/health)"; done
   for f in /tmp/ws/*.log; do echo "== $f"; grep -E "ERROR|Error|error" "$f" | grep -v ulimit | tail -5 | cut -c1-300; done
   # what the providers' agents said of the failures (code and message, counted per provider and policy)
