@@ -178,3 +178,14 @@ async def test_d_engine_that_stalls(net: LocalNetwork) -> None:
     report("engine stalls (4 s)", counts, recovery)
     assert counts["lost"] == 0, counts
     assert counts["served"] > counts["sent"] * 0.6 and recovery is not None
+
+
+async def test_an_answer_paused_mid_stream_longer_than_a_reask_is_delivered_whole(net: LocalNetwork) -> None:
+    """An engine silent mid-answer (vLLM preempting a request under a full KV cache, seen on the H200 run)
+    makes the client ask the provider again, same inbox: the provider confirms and streams on; it used to
+    answer 'already streaming to another inbox' and the user got backend_error."""
+    await net.add_provider("slow", engine="sim", model=[MODEL], engine_opt={"decode_tpot_ms": "2600"})
+    async with Client([net.hub_url], timeout=30) as client:
+        chunks = [c async for c in client.stream(MODEL, {"prompt": "hello there", "max_tokens": 3})]
+    final = chunks[-1]
+    assert final.usage.completion_tokens == 3, final

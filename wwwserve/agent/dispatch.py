@@ -285,7 +285,8 @@ class Dispatcher:
         except WWWServeError as err:
             self.stats.failed += 1
             self.metrics.failed(err.code)
-            log.info(
+            # a failing engine is an operator's problem (warning); a user's bad request or deadline is not
+            (log.warning if isinstance(err, BackendError) else log.info)(
                 "request.error",
                 provider=name,
                 request_id=writer.request_id,
@@ -324,7 +325,9 @@ class Dispatcher:
         if isinstance(earlier, Active):
             if hdrs.get(h.WANT_ACK) == "true":
                 await writer.ack()
-            if earlier.writer.delivered:
+            if writer.inbox == earlier.writer.inbox:
+                pass  # its own requester asking whether we are still at it (the ack says yes): stream on
+            elif earlier.writer.delivered:
                 await writer.error(BackendError("this request is already streaming to another inbox"))
             else:
                 earlier.writer.inbox = writer.inbox  # the running work now answers the retry
