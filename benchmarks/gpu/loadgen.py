@@ -116,7 +116,7 @@ async def _point(args: argparse.Namespace) -> dict[str, Any]:
         server[h.removeprefix("vllm:")] = {"count": n, "mean": round(scale * s / n, 3) if n else None}
     return {
         "input": args.input, "output": args.output, "concurrency": args.concurrency,
-        "prompts": len(reqs), "errors": len(got) - len(reqs), "error_kinds": errors[:3],
+        "seed": args.seed, "prompts": len(reqs), "errors": len(got) - len(reqs), "error_kinds": errors[:3],
         "prefix_len": args.prefix_len, "processes": args.processes,
         "duration": round(span, 3),
         "mean_ttft_ms": round(statistics.mean(ttft), 2), "median_ttft_ms": round(statistics.median(ttft), 2),
@@ -138,12 +138,14 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--prefix-len", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="prompts' seed (default: a fresh one, reported)")
     p.add_argument("--name", default="")
     p.add_argument("--sweep", default="", help="prompt lengths, comma-separated: C=1 each, --prompts each")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--start", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.seed is None:  # a fixed default shared prompts between points: the prefix cache answered them
+        args.seed = random.SystemRandom().randrange(1 << 30)
     if args.worker:
         cpu0 = time.process_time()
         reqs = asyncio.run(_worker_main(args))
