@@ -1,7 +1,7 @@
 """The `sim` engine's prefix cache: KV blocks of recent prompts kept by hash, least recently used out.
 
-As vLLM's automatic prefix caching: a prompt's full blocks are cached when the step computing them is
-scheduled; a prompt whose leading block hashes are cached when it is admitted skips their prefill. The cache holds at most `capacity` blocks
+As vLLM's automatic prefix caching: a finished prefill leaves its full blocks in the cache; a new prompt
+whose leading block hashes are cached skips their prefill. The cache holds at most `capacity` blocks
 (the engine's KV cache size: blocks in use by running requests and cached ones share that memory, and
 cached ones are evicted first; modelled here as one LRU bounded by the whole cache). A finished answer's
 blocks are cached too (vLLM caches decoded blocks), so a next turn that resends the answer verbatim hits
@@ -38,7 +38,7 @@ class PrefixCache:
         return n
 
     def insert(self, hashes: list[int]) -> None:
-        """These blocks are (being) computed: cache them (most recent last); evict beyond capacity."""
+        """A prefill finished: its blocks are cached (most recent last); evict beyond capacity."""
         if self.capacity <= 0 or not hashes:
             return
         for i, h in enumerate(hashes):
