@@ -81,19 +81,6 @@ def test_a_cached_prefix_skips_its_prefill_in_the_engine() -> None:
     assert blind.load().prefix_filter is None and engine.load().prefix_filter is not None
 
 
-def test_prompts_admitted_together_share_the_blocks_the_first_one_is_computing() -> None:
-    """As vLLM V1 (blocks cached by token hash when scheduled): a burst of one shared prefix prefills it
-    once, in the first step, not once per prompt."""
-    engine = SimEngine(SimOptions.from_opts({"gpu": "h200", "model": "qwen3-8b"}))
-    shared = words("s", 1024)
-    seqs = [engine.submit(1024 + 256, 2, block_hashes(f"{shared} {words(f'u{i}', 256)}")) for i in range(8)]
-    step = engine.plan_step()
-    assert step is not None
-    assert [n for _, n in step.chunks] == [1280] + [256] * 7, [n for _, n in step.chunks]
-    assert [s.cached for s in seqs] == [0] + [1024] * 7
-    assert engine.cached_tokens == 7 * 1024
-
-
 def test_the_policy_sends_a_turn_where_its_prefix_is_and_the_blind_one_does_not() -> None:
     req = RequestInfo(model="m", prompt_tokens=3000, max_tokens=50, remaining_ms=30_000, slo_ttft_ms=2000)
     speeds = dict(capacity=16, prefill_tps=4000.0, tpot_ms=30.0)

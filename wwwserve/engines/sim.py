@@ -17,11 +17,8 @@ constant can still be set by hand. With no speeds at all (the default) every ste
 
 Output is exactly `max_tokens` deterministic words (finish_reason "length") unless a stop sequence cuts
 it; prompt tokens are the prompt's whitespace-separated words. With prefix caching (default), a prompt's
-full 16-word blocks are cached as soon as a step that computes them is scheduled, and a waiting prompt is
-matched against the cache when it is admitted (vLLM V1's `allocate_slots` caches blocks by token hash
-before the forward pass, so a prompt admitted in the same step already shares them); the answer's blocks
-are cached when it finishes (as vLLM keeps decoded blocks), so a next turn that resends prompt + answer
-skips their prefill.
+full 16-word blocks are cached when its prefill ends and the answer's when it finishes (as vLLM keeps
+decoded blocks), so a next turn that resends prompt + answer skips their prefill.
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ import hashlib
 import itertools
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -235,7 +232,6 @@ class _Seq:
     prefill_target: int  # tokens to prefill: the prompt, or prompt + output after a preemption
     hashes: list[int] = field(default_factory=list)  # the prompt's block hashes (prefix cache keys)
     cached: int = 0  # prompt tokens found in the prefix cache at admission
-    admitted: bool = False  # matched against the prefix cache once (a preempted request is not again)
     prefilled: int = 0
     produced: int = 0
     blocks: int = 0
@@ -437,7 +433,6 @@ class SimEngine:
             if s.prefilled < s.prefill_target:
                 n = min(budget, s.prefill_target - s.prefilled)
                 chunks.append((s, n))
-                self._cache_scheduled(s, n)
                 budget -= n
         while self._waiting and budget > 0:
             s = self._waiting[0]
@@ -445,29 +440,10 @@ class SimEngine:
                 break  # admission waits for KV blocks
             self._waiting.popleft()
             self._running.append(s)
-            self._match_prefix(s)
             n = min(budget, s.prefill_target - s.prefilled)  # a cached prefix is not prefilled
             chunks.append((s, n))
-            self._cache_scheduled(s, n)
             budget -= n
         return decodes, chunks
-
-    def _match_prefix(self, s: _Seq) -> None:
-        """A prompt admitted for the first time skips the leading blocks found in the prefix cache (at
-        least the last token is computed, as vLLM does, to sample the first output token)."""
-        if s.admitted:
-            return
-        s.admitted = True
-        if s.hashes and self.prefix_cache.capacity:
-            s.cached = min(self.prefix_cache.match(s.hashes) * BLOCK_TOKENS, s.prompt_tokens - 1)
-            s.prefilled = s.cached
-            self.cached_tokens += s.cached
-
-    def _cache_scheduled(self, s: _Seq, n: int) -> None:
-        """The full prompt blocks a scheduled chunk computes are cached now, before the step runs (vLLM V1
-        hashes blocks by their tokens): a prompt admitted after this one, in this very step, shares them."""
-        if s.hashes and s.produced == 0:
-            self.prefix_cache.insert(s.hashes[: (s.prefilled + n) // BLOCK_TOKENS])
 
     def _apply(self, decodes: list[_Seq], chunks: list[tuple[_Seq, int]]) -> list[_Seq]:
         """The step is over: decodes made a token each; a finished prefill samples its next token."""
@@ -480,6 +456,8 @@ class SimEngine:
             if s.prefilled >= s.prefill_target:
                 s.produced += 1
                 touched.append(s)
+                if s.hashes and s.produced == 1:
+                    self.prefix_cache.insert(s.hashes)
         for s in touched:
             if s.produced >= s.max_tokens:
                 s.done = True
@@ -542,11 +520,18 @@ class SimEngine:
             yield clock, self.finish_step(step)
 
     def submit(self, prompt_tokens: int, max_tokens: int, hashes: list[int] | None = None) -> _Seq:
-        """Queue a request in the engine (the async path and virtual-time calibration both use it); its
-        prompt meets the prefix cache when it is admitted (`_match_prefix`)."""
+        """Queue a request in the engine (the async path and virtual-time calibration both use it).
+
+        Its leading blocks found in the prefix cache are not prefilled again (at least the last token
+        is computed, as vLLM does, to sample the first output token).
+        """
         seq = _Seq(prompt_tokens, max_tokens, prompt_tokens, hashes or [])
         self._changes += 1
         self.prompt_tokens += prompt_tokens
+        if hashes and self.prefix_cache.capacity:
+            seq.cached = min(self.prefix_cache.match(hashes) * BLOCK_TOKENS, prompt_tokens - 1)
+            seq.prefilled = seq.cached
+            self.cached_tokens += seq.cached
         self._waiting.append(seq)
         self._wake.set()
         return seq
@@ -609,7 +594,7 @@ class SimEngine:
         answer: list[str] = []
         try:
             async with contextlib.aclosing(ready()) as steps:
-                async for delta in _stream(steps, words, prompt_tokens, stops, lambda: seq.cached):
+                async for delta in _stream(steps, words, prompt_tokens, stops, seq.cached):
                     if lag_s and not answer:
                         await asyncio.sleep(lag_s)  # the client sees every token this much later
                     answer.append(delta.text)
@@ -659,7 +644,7 @@ async def _stream(
     words: Iterator[str],
     prompt_tokens: int,
     stops: list[str],
-    cached_tokens: Callable[[], int] = lambda: 0,
+    cached_tokens: int = 0,
 ) -> AsyncGenerator[Delta, None]:
     """Deltas of the answer as `ready` reports (words made so far, finished); cut at a stop sequence.
 
@@ -675,13 +660,13 @@ async def _stream(
             if stops:
                 cut, stopped = apply_stop(produced + piece + word, stops)
                 if stopped:
-                    yield Delta(cut[len(produced) :], "stop", prompt_tokens, emitted, cached_tokens())
+                    yield Delta(cut[len(produced) :], "stop", prompt_tokens, emitted, cached_tokens)
                     return
             piece += word
             emitted += 1
         produced += piece
         if done:
-            yield Delta(piece, "length", prompt_tokens, emitted, cached_tokens())
+            yield Delta(piece, "length", prompt_tokens, emitted, cached_tokens)
             return
         if piece:
             yield Delta(piece)
