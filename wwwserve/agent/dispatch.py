@@ -325,9 +325,9 @@ class Dispatcher:
         if isinstance(earlier, Active):
             if hdrs.get(h.WANT_ACK) == "true":
                 await writer.ack()
-            if writer.inbox == earlier.writer.inbox:
-                pass  # its own requester asking whether we are still at it (the ack says yes): stream on
-            elif earlier.writer.delivered:
+            # the same inbox is its own requester asking whether we are still at it (the ack says yes,
+            # the stream goes on); another inbox can't join an answer that has begun
+            if earlier.writer.delivered and writer.inbox != earlier.writer.inbox:
                 await writer.error(BackendError("this request is already streaming to another inbox"))
             else:
                 earlier.writer.inbox = writer.inbox  # the running work now answers the retry

@@ -148,7 +148,8 @@ MODERN: list[Published] = [
     *_h200(_Q, _H200_Q, (512, 1024, 16, 32), {"ttft_ms": 182.9, "tpot_ms": 5.87, "output_tps": 2648}),
     # three runs pooled (64 requests each: 135, 145, 128 ms)
     *_h200(_Q, _H200_QP, (256, 64, 16, 64), {"ttft_ms": 136.2, "tpot_ms": 5.97, "output_tps": 1975},
-           {"ttft_ms": "reproduced in three runs (128-145 ms) and by another client (187 ms, " + _RUN16 + "); "
+           {"ttft_ms": "reproduced in three runs (128-145 ms) and by another client (187 ms, "
+                       + _RUN16 + "); "
                        "vLLM's histograms put half of it before the engine core (the API server taking 16 "
                        "prompts of 1,280 words) and 84 ms from scheduled to first token, which the sim's "
                        "88 ms matches: the frontend under a burst of long prompts is what the sim lacks"},
