@@ -97,7 +97,7 @@ def test_calibration_is_within_15_percent_of_every_published_point() -> None:
     ]
     # the points it misses say why (docs/benchmarks.md lists them); a point that came within 15% loses its gap
     gaps = [r for r in rows if r["gap"]]
-    assert len(gaps) <= 5 and all(abs(r["error"]) > 0.15 for r in gaps), [
+    assert len(gaps) <= 1 and all(abs(r["error"]) > 0.15 for r in gaps), [
         (r["metric"], r["error"]) for r in gaps
     ]
 
@@ -153,3 +153,42 @@ async def test_load_is_cached_only_while_nothing_moves() -> None:
     engine.prefix_cache.insert([21, 22, 23, 24])
     grown = engine.load().prefix_filter
     assert grown is not None and 24 in grown
+
+
+def test_with_async_scheduling_a_request_arriving_mid_step_joins_the_step_after_next() -> None:
+    """vLLM 0.22 schedules the next step while one runs; an idle engine still takes a request at once."""
+    joined = {}
+    for mode in ("off", "on"):
+        engine = SimEngine(SimOptions(decode_tpot_ms=5, prefill_tps=10000, async_scheduling=mode))
+        first = engine.submit(100, 50)
+        step = engine.plan_step()
+        assert step is not None and [s for s, _ in step.chunks] == [first]  # idle: taken by the next step
+        late = engine.submit(100, 50)  # arrives while that step runs
+        engine.finish_step(step)
+        for n in (2, 3):
+            step = engine.plan_step()
+            assert step is not None
+            engine.finish_step(step)
+            if late in [s for s, _ in step.chunks]:
+                joined[mode] = n
+                break
+    assert joined == {"off": 2, "on": 3}
+
+
+def test_each_admitted_request_costs_its_step_engine_time() -> None:
+    """Admitting dozens of prompts at once costs more than their tokens (fitted to vLLM 0.22 on the H200)."""
+    durations = {}
+    for admit in (0.0, 3.0):
+        engine = SimEngine(SimOptions(decode_tpot_ms=5, prefill_tps=10000, admit_ms=admit))
+        for _ in range(4):
+            engine.submit(10, 3)
+        admitting = engine.plan_step()
+        assert admitting is not None and len(admitting.chunks) == 4
+        engine.finish_step(admitting)
+        decoding = engine.plan_step()
+        assert decoding is not None and not decoding.chunks
+        durations[admit] = (admitting.duration_s, decoding.duration_s)
+    assert durations[3.0][0] == pytest.approx(durations[0.0][0] + 0.012)
+    assert durations[3.0][1] == pytest.approx(durations[0.0][1])  # decodes pay nothing
+    with pytest.raises(ValueError, match="async_scheduling"):
+        SimOptions.from_opts({"async_scheduling": "maybe"})

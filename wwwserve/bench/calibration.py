@@ -109,50 +109,34 @@ def _h200(
 
 
 _RUN16 = "benchmarks/gpu/calib3.sh, docs/gpu-runs/run16-calib"
-_WAVE = (
-    "real, not the client (" + _RUN16 + "): four synchronized load processes measure 468 ms (Llama) and 424 "
-    "ms (Qwen3), vLLM's own histograms 402/366 ms: ~140 ms before the engine core takes a request (the "
-    "API server, and the core busy in a long step), 29 ms queued, 230 ms from scheduled to first token; "
-    "the sim's steps in the first wave are shorter (mean ~90 ms), with the frontend spread cut to 0.2 ms "
-    "it reaches 289 ms: vLLM's steps that admit dozens of new prompts cost more than their tokens (not "
-    "modelled; TPOT and throughput, over whole answers, fit)"
-)
 _SHAPES = (
-    "the shapes disagree at 1,024 uncached tokens and only there (" + _RUN16 + ", C=1 sweep, prefix "
-    "caching off): Qwen3 54/45 ms vs Llama 36/35 ms at 1,024, but within 2-5% of each other at 2,048-8,192 "
-    "(the sim within 10% of both there) and 27 vs 24 ms at 512: a kernel choice at that size, not a "
-    "per-architecture cost; one lag cannot fit both"
+    "Qwen3's prefill of 1,024 uncached tokens is slow and only there (" + _RUN16 + ", C=1 sweep, prefix "
+    "caching off): vLLM's own prefill time is 41 ms for Qwen3 vs 25 ms for Llama at 1,024 tokens, but "
+    "17 vs 14 at 512 and 48 vs 47 at 2,048 (within 2-5% of each other up to 8,192, the sim within 10% of "
+    "both there): a kernel choice for that GEMM shape, not a per-architecture cost the step model has"
 )
 _L, _Q = "llama-3.1-8b", "qwen3-8b"
 _BURST_2000 = tuple((2000, 1) for _ in range(64))
 MODERN: list[Published] = [
     # 32 requests on a warm server (the first run's 8 held a cold first request of ~1 s in its duration)
-    *_h200(_L, _H200_L2, (1024, 128, 1, 32), {"median_ttft_ms": 34.4, "tpot_ms": 4.84, "output_tps": 197},
-           {"median_ttft_ms": _SHAPES}),
+    *_h200(_L, _H200_L2, (1024, 128, 1, 32), {"median_ttft_ms": 34.4, "tpot_ms": 4.84, "output_tps": 197}),
     # two runs pooled (24 + 96 requests): one run's mean moves by a quarter with where the waves fall
     *_h200(_L, _H200_LP, (1024, 128, 8, 96), {"ttft_ms": 179.3, "tpot_ms": 5.40, "output_tps": 1183}),
     *_h200(_L, _H200_L, (1024, 128, 32, 96), {"ttft_ms": 509, "tpot_ms": 8.41, "output_tps": 2587}),
     Published("h200", _L, 2000, 1, 64, "ttft_ms", 1692, _H200_L, _BURST_2000, vllm="0.22"),
-    *_h200(_L, _H200_L, (128, 256, 128, 256), {"ttft_ms": 470, "tpot_ms": 7.95, "output_tps": 13029},
-           {"ttft_ms": _WAVE}),
+    *_h200(_L, _H200_L, (128, 256, 128, 256), {"ttft_ms": 470, "tpot_ms": 7.95, "output_tps": 13029}),
     # two runs pooled (8 + 32 requests)
     *_h200(_Q, _H200_QP, (1024, 128, 1, 40), {"ttft_ms": 50.4, "tpot_ms": 5.09, "output_tps": 183.5},
            {"ttft_ms": _SHAPES}),
     *_h200(_Q, _H200_Q, (1024, 128, 8, 24), {"ttft_ms": 195.7, "tpot_ms": 5.85, "output_tps": 1089}),
     *_h200(_Q, _H200_Q, (1024, 128, 32, 96), {"ttft_ms": 556.2, "tpot_ms": 8.52, "output_tps": 2490}),
     Published("h200", _Q, 2000, 1, 64, "ttft_ms", 1720, _H200_Q, _BURST_2000, vllm="0.22"),
-    *_h200(_Q, _H200_Q, (128, 256, 128, 256), {"ttft_ms": 514.6, "tpot_ms": 8.27, "output_tps": 12372},
-           {"ttft_ms": _WAVE}),
+    *_h200(_Q, _H200_Q, (128, 256, 128, 256), {"ttft_ms": 514.6, "tpot_ms": 8.27, "output_tps": 12372}),
     *_h200(_Q, _H200_Q, (1024, 256, 16, 64), {"ttft_ms": 133.3, "tpot_ms": 7.24, "output_tps": 1806},
            range_ratio=0.9),
     *_h200(_Q, _H200_Q, (512, 1024, 16, 32), {"ttft_ms": 182.9, "tpot_ms": 5.87, "output_tps": 2648}),
     # three runs pooled (64 requests each: 135, 145, 128 ms)
     *_h200(_Q, _H200_QP, (256, 64, 16, 64), {"ttft_ms": 136.2, "tpot_ms": 5.97, "output_tps": 1975},
-           {"ttft_ms": "reproduced in three runs (128-145 ms) and by another client (187 ms, "
-                       + _RUN16 + "); "
-                       "vLLM's histograms put half of it before the engine core (the API server taking 16 "
-                       "prompts of 1,280 words) and 84 ms from scheduled to first token, which the sim's "
-                       "88 ms matches: the frontend under a burst of long prompts is what the sim lacks"},
            prefix_len=1024),
     *_h200(_Q, _H200_Q2, (256, 64, 1, 16), {"ttft_ms": 24.5, "tpot_ms": 5.06, "output_tps": 186.2},
            prefix_len=1024),

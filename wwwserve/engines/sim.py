@@ -106,6 +106,7 @@ class SimOptions:
     mfu: float = 0.0  # share of peak FLOP/s a prefill reaches (0 = the GPU profile's fit, else 0.55)
     bandwidth_efficiency: float = 0.0  # share of peak bandwidth a decode step reaches (0 = profile, 0.70)
     step_overhead_ms: float = 0.0  # fixed cost of every step (scheduling, kernel launches)
+    admit_ms: float = 0.0  # engine time per request a step admits (its setup on the critical path)
     gpu_memory_utilization: float = 0.9  # as vLLM's flag: the share of memory for weights + KV cache
     max_batched_tokens: int = 0  # token budget of one step (max_num_batched_tokens); 0 = vLLM's default
     vllm: str = ""  # the vLLM generation modelled: 0.22 or 0.6 (default: 0.22 on h100/h200, else 0.6)
@@ -114,6 +115,7 @@ class SimOptions:
     prefix_caching: int = 1  # 1: keep finished prompts' KV blocks and skip the prefill of cached prefixes
     frontend_ms: float = 0.0  # serial work per request before the engine sees it (HTTP, tokenization)
     ttft_overhead_ms: float = 0.0  # latency between a token made and the client seeing it (a fixed lag)
+    async_scheduling: str = ""  # on: the next step is scheduled while one runs (default: the generation's)
 
     @classmethod
     def from_opts(cls, opts: dict[str, str]) -> SimOptions:
@@ -129,6 +131,8 @@ class SimOptions:
             raise ValueError(f"unknown model {out.model!r}; known: {sorted(MODELS)}")
         if out.block_size < 1:
             raise ValueError("sim engine option block_size must be >= 1")
+        if out.async_scheduling not in ("", "on", "off"):
+            raise ValueError(f"sim engine option async_scheduling is on or off, not {out.async_scheduling!r}")
         if out.vllm and out.vllm not in GENERATIONS:
             raise ValueError(f"unknown vllm generation {out.vllm!r}; known: {sorted(GENERATIONS)}")
         return out
@@ -155,6 +159,8 @@ class SimOptions:
             batch_slowdown=self.batch_slowdown or gen.batch_slowdown,
             frontend_ms=self.frontend_ms or gen.frontend_ms,
             ttft_overhead_ms=self.ttft_overhead_ms or gen.ttft_overhead_ms,
+            async_scheduling=self.async_scheduling or ("on" if gen.async_scheduling else "off"),
+            admit_ms=self.admit_ms or gen.admit_ms,
         )
 
 
@@ -168,6 +174,7 @@ class StepTiming:
     batch_slowdown: float
     overhead_s: float
     kv_capacity_tokens: int | None  # None: unbounded
+    admit_s: float = 0.0  # per request a step admits
 
     @classmethod
     def from_options(cls, o: SimOptions) -> StepTiming:
@@ -205,7 +212,15 @@ class StepTiming:
             capacity = max(0, int((memory * o.gpu_memory_utilization - weight_bytes) // kv_bytes))
             if capacity == 0:
                 raise ValueError(f"the model's weights ({weight_bytes / GIB:.1f} GiB) leave no KV cache")
-        return cls(token_s, weights_s, kv_token_s, o.batch_slowdown, o.step_overhead_ms / 1000.0, capacity)
+        return cls(
+            token_s,
+            weights_s,
+            kv_token_s,
+            o.batch_slowdown,
+            o.step_overhead_ms / 1000.0,
+            capacity,
+            o.admit_ms / 1000.0,
+        )
 
     @property
     def instant(self) -> bool:
@@ -214,13 +229,14 @@ class StepTiming:
             self.kv_capacity_tokens is None
         )
 
-    def step_s(self, tokens: int, seqs: int, kv_tokens_read: int) -> float:
-        """Duration of a step that computes `tokens` for `seqs` sequences reading that much KV cache."""
+    def step_s(self, tokens: int, seqs: int, kv_tokens_read: int, admitted: int = 0) -> float:
+        """Duration of a step that computes `tokens` for `seqs` sequences reading that much KV cache,
+        `admitted` of them new to the engine."""
         if tokens == 0:
             return 0.0
         compute = tokens * self.token_s
         memory = self.weights_s * (1.0 + self.batch_slowdown * (seqs - 1)) + kv_tokens_read * self.kv_token_s
-        return self.overhead_s + max(compute, memory)
+        return self.overhead_s + admitted * self.admit_s + max(compute, memory)
 
 
 @dataclass(eq=False)
@@ -237,6 +253,8 @@ class _Seq:
     blocks: int = 0
     done: bool = False
     cancelled: bool = False
+    first_plan: int = 0  # the first step this request can join (a step already scheduled cannot take it)
+    admitted_plan: int = -1  # the step that took it from the waiting queue (last time)
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -286,6 +304,8 @@ class SimEngine:
         self._any_cancelled = False
         self._busy_window: collections.deque[tuple[float, float]] = collections.deque()  # (end, prefill s)
         self.steps = 0
+        self.plans = 0  # steps planned so far (one ahead of `steps` while a step runs)
+        self._async = self.options.async_scheduling == "on"
         self.preemptions = 0
         self.clock_slip_s = 0.0  # model time lost because this process's event loop ran late
         self._started = time.monotonic()
@@ -436,10 +456,13 @@ class SimEngine:
                 budget -= n
         while self._waiting and budget > 0:
             s = self._waiting[0]
+            if s.first_plan > self.plans:
+                break  # it reached the engine after this step was scheduled
             if not self._grow(s, s.prefill_target + 1):
                 break  # admission waits for KV blocks
             self._waiting.popleft()
             self._running.append(s)
+            s.admitted_plan = self.plans
             n = min(budget, s.prefill_target - s.prefilled)  # a cached prefix is not prefilled
             chunks.append((s, n))
             budget -= n
@@ -485,13 +508,19 @@ class SimEngine:
         """Schedule the next step (None: nothing can run); `finish_step` applies it after `duration_s`."""
         self._changes += 1
         self._drop_cancelled()
+        self.plans += 1
         while self._running or self._waiting:
             decodes, chunks = self._schedule()
             tokens = len(decodes) + sum(n for _, n in chunks)
             if tokens:
                 kv_read = sum(s.context for s in decodes) + sum(s.prefilled for s, _ in chunks)
-                dt = self.timing.step_s(tokens, len(decodes) + len(chunks), kv_read)
+                admitted = sum(1 for s, _ in chunks if s.admitted_plan == self.plans)
+                dt = self.timing.step_s(tokens, len(decodes) + len(chunks), kv_read, admitted)
                 return Step(decodes, chunks, dt)
+            if self._waiting and self._waiting[0].first_plan > self.plans:
+                for s in self._waiting:  # nothing else to run: the engine was idle, so it takes them now
+                    s.first_plan = self.plans
+                continue
             # the engine is empty and the oldest prompt alone exceeds the KV cache: refuse it
             s = self._waiting.popleft()
             s.cancelled = True
@@ -526,6 +555,8 @@ class SimEngine:
         is computed, as vLLM does, to sample the first output token).
         """
         seq = _Seq(prompt_tokens, max_tokens, prompt_tokens, hashes or [])
+        # with async scheduling a busy engine has already scheduled the step after the one running
+        seq.first_plan = self.plans + (2 if self._async and self.busy else 1)
         self._changes += 1
         self.prompt_tokens += prompt_tokens
         if hashes and self.prefix_cache.capacity:
