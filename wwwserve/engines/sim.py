@@ -6,14 +6,17 @@ admitted only while the KV cache has blocks for their prompt, and a decode that 
 preempts the newest running request, which is recomputed later (vLLM's default preemption). A step
 lasts (wwwserve/engines/hardware.py)
 
-    step = overhead + max(compute, memory)
+    step = overhead + admitted x admit_s + max(compute, memory)
     compute = tokens_in_step x seconds_per_token           (1 / prefill_tps, or 2 x params / (peak x mfu))
     memory  = weights_s x (1 + batch_slowdown x (seqs_in_step - 1)) + kv_tokens_read x kv_s_per_token
 
-so prefill is shared: concurrent prompts queue for the same budget and a user's TTFT grows with other
-users' prompts. `prefill_tps` is the whole engine's prefill throughput, `decode_tpot_ms` the step time at
-batch 1 (`weights_s`); `gpu=` and `model=` fill every constant from datasheets and model configs, and any
-constant can still be set by hand. With no speeds at all (the default) every step is instant.
+(`admitted`: the requests the step takes from the waiting queue). With async scheduling (vLLM 0.22's
+default) the next step is scheduled while one runs, so a request reaching a busy engine joins the step
+after the next. So prefill is shared: concurrent prompts queue for the same budget and a user's TTFT
+grows with other users' prompts. `prefill_tps` is the whole engine's prefill throughput,
+`decode_tpot_ms` the step time at batch 1 (`weights_s`); `gpu=` and `model=` fill every constant from
+datasheets and model configs, and any constant can still be set by hand. With no speeds at all (the
+default) every step is instant.
 
 Output is exactly `max_tokens` deterministic words (finish_reason "length") unless a stop sequence cuts
 it; prompt tokens are the prompt's whitespace-separated words. With prefix caching (default), a prompt's
