@@ -575,9 +575,17 @@ def test_canaries_follow_user_requests_at_a_rate_set_by_what_is_unknown() -> Non
     small = _canaries("nats://hub:4222", busy, slots=2)
     for i in range(100):
         small.observe(req, MODEL, Routing(f"r{i}", 0, now_ms() + 10_000, ""))
-    assert len(busy) == 2  # only with a free slot: at most capacity canaries in flight
+    # only on spare capacity: these 2 slots and the peers' 4 + 4 take canaries while under a quarter full
+    assert len(busy) == 3
     for coro in busy:
         coro.close()
+    loaded: list[Coroutine[Any, Any, None]] = []
+    idle_here = _canaries("nats://hub:4222", loaded, slots=2)
+    for name in ("a", "b"):  # the peers are full: no canary, even with this agent idle
+        idle_here.peers.update(_beat_of(name).model_copy(update={"running": 4}))
+    for i in range(50):
+        idle_here.observe(req, MODEL, Routing(f"r{i}", 0, now_ms() + 10_000, ""))
+    assert loaded == []
 
 
 def test_no_canaries_without_an_entry_point() -> None:

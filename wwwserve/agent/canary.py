@@ -32,6 +32,7 @@ from wwwserve.agent.admission import Slots
 from wwwserve.agent.peers import PeerTable
 from wwwserve.agent.ports import LedgerReader, Spawn
 from wwwserve.agent.settings import ProviderSettings
+from wwwserve.agent.spare import network_has_spare
 from wwwserve.client import Client
 from wwwserve.errors import WWWServeError
 from wwwserve.protocol.headers import Routing, new_request_id
@@ -138,7 +139,9 @@ class Canaries:
         if routing.hops > 0 or self.config.entry_url is None:
             return
         self.samples.append((model, req))
-        spare = self.slots.running + self._in_flight < self.slots.capacity
+        slots = self.slots
+        own = slots.running + slots.queued + self._in_flight
+        spare = network_has_spare(self.peers.serving(model), own, slots.capacity)
         if not spare or time.monotonic() < self._entry_retry_at:  # the entry point refused us lately
             return
         if self.rng.random() >= self.rate_for(model, (self.name,)):

@@ -30,6 +30,7 @@ from wwwserve.agent.judging import Judgement, judge
 from wwwserve.agent.peers import PeerTable
 from wwwserve.agent.ports import LedgerReader, Link, RecordSink, Spawn
 from wwwserve.agent.settings import ProviderSettings
+from wwwserve.agent.spare import SPARE_POLL_S, SPARE_WAIT_S, has_spare
 from wwwserve.engines.base import Engine
 from wwwserve.ledger.evidence import PANEL_SIZE
 from wwwserve.ledger.identity import Identity
@@ -46,6 +47,7 @@ log = structlog.get_logger(__name__)
 JUDGE_PREFIX = "llm.duel.judge"
 DUEL_TIMEOUT_S = 60.0
 SUSPECT_BAD_RATE = 0.05  # a server losing this share of its duels or more is dueled at the full rate
+
 
 # (engine, model, request, (a, answer_a), (b, answer_b)) -> judgement
 JudgeFn = Callable[[Engine, str, CompletionRequest, tuple[str, str], tuple[str, str]], Awaitable[Judgement]]
@@ -195,7 +197,7 @@ class Duels:
 
     async def _duel(self, req: CompletionRequest, model: str, request_id: str, a: str, text_a: str) -> None:
         me = self.name
-        serving = [p.beat.name for p in self.peers.serving(model)]
+        serving = await self._spare_peers(model, a)
         b = self._pick([n for n in serving if n not in (a, me)], self._second_weight)
         if b is None:
             return
@@ -239,6 +241,21 @@ class Duels:
         if len(panel) == PANEL_SIZE - 1:
             self.panels += 1
             await asyncio.gather(*(self._verdict(k, ask) for k in panel))
+
+    async def _spare_peers(self, model: str, a: str) -> list[str]:
+        """Providers of `model` to draw B and the judges from: those with spare capacity, waited for up to
+        SPARE_WAIT_S (verification yields to users' requests at peaks); then everyone, so that a network
+        that stays busy is still verified at its rates."""
+        end = time.monotonic() + SPARE_WAIT_S
+        while True:
+            peers = self.peers.serving(model)
+            spare = [p.beat.name for p in peers if has_spare(p) and p.beat.name not in (a, self.name)]
+            if len(spare) >= 2:
+                return spare
+            if time.monotonic() >= end:
+                log.info("duel.no_spare_capacity", provider=self.name, a=a, waited_s=SPARE_WAIT_S)
+                return [p.beat.name for p in peers]
+            await asyncio.sleep(SPARE_POLL_S)
 
     async def _verdict(self, judge_name: str, ask: dict[str, Any]) -> Verdict | None:
         """Ask one judge for its signed verdict and keep it."""
