@@ -10,17 +10,8 @@
 set -uo pipefail
 source benchmarks/gpu/env.sh
 BUDGET_S=${BUDGET_S:-480}
-mkdir -p /tmp/wc
-common="--load-format dummy --kv-cache-memory-bytes $((10 * 1024 * 1024 * 1024)) --gpu-memory-utilization 0.25"
-start() {  # port model name extra
-    [ -e "/tmp/wc/$3.pid" ] && return  # (started by an earlier run on this machine: STARTONLY=1)
-    setsid python3 -m vllm.entrypoints.cli.main serve "/root/models/$2" --port "$1" $common $4 \
-        > "/tmp/wc/$3.log" 2>&1 < /dev/null &
-    echo $! > "/tmp/wc/$3.pid"
-    sleep 4
-}
-start 8201 llama-3.1-8b llama --no-enable-prefix-caching
-start 8203 qwen3-8b qwen-nocache --no-enable-prefix-caching
+wc_start 8201 llama-3.1-8b llama --no-enable-prefix-caching
+wc_start 8203 qwen3-8b qwen-nocache --no-enable-prefix-caching
 [ -n "${STARTONLY:-}" ] && exit 0
 for port in 8201 8203; do
     for _ in $(seq 1 400); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 1; done
@@ -28,18 +19,9 @@ done
 echo "servers ready after $SECONDS s" > "$OUT/calib4.txt"
 grep -h "max_num_batched_tokens\|GPU KV cache size\|async\|cudagraph_capture_sizes" /tmp/wc/*.log | cut -c1-260 | head -12 >> "$OUT/calib4.txt"
 
-lg() {  # port model name [loadgen flags]: one point, a line in points.jsonl
-    local port=$1 model=$2 name=$3; shift 3
-    if [ "$SECONDS" -gt "$BUDGET_S" ]; then echo "{\"point\": \"$name\", \"skipped\": \"run time\"}" >> "$OUT/points.jsonl"; return; fi
-    python3 benchmarks/gpu/loadgen.py --url "http://127.0.0.1:$port" --model "/root/models/$model" --name "$name" "$@" \
-        >> "$OUT/points.jsonl" 2>> "$OUT/calib4.txt"
-}
+lg() { wc_point "$OUT/calib4.txt" "$@"; }
 L=llama-3.1-8b Q=qwen3-8b
-for port_model in "8201 $L" "8203 $Q"; do  # warm-up: the first requests are cold
-    set -- $port_model
-    python3 benchmarks/gpu/loadgen.py --url "http://127.0.0.1:$1" --model "/root/models/$2" --input 1024 --output 16 \
-        --concurrency 4 --prompts 8 > /dev/null 2>> "$OUT/calib4.txt"
-done
+wc_warm "$OUT/calib4.txt" 8201 $L; wc_warm "$OUT/calib4.txt" 8203 $Q
 FINE=768,896,960,1024,1088,1152,1280,1536
 lg 8203 $Q qn-fine --sweep $FINE --output 2 --prompts 12
 lg 8201 $L l-fine --sweep $FINE --output 2 --prompts 12

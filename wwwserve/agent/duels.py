@@ -48,7 +48,6 @@ JUDGE_PREFIX = "llm.duel.judge"
 DUEL_TIMEOUT_S = 60.0
 SUSPECT_BAD_RATE = 0.05  # a server losing this share of its duels or more is dueled at the full rate
 
-
 # (engine, model, request, (a, answer_a), (b, answer_b)) -> judgement
 JudgeFn = Callable[[Engine, str, CompletionRequest, tuple[str, str], tuple[str, str]], Awaitable[Judgement]]
 

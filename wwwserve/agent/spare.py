@@ -18,16 +18,20 @@ SPARE_WAIT_S = 30.0  # a duel waits this long for a spare second provider and ju
 SPARE_POLL_S = 0.5  # how often it looks again (heartbeats come every second)
 
 
+def _load(peer: Peer) -> int:
+    """Requests at a peer as far as this agent knows: its last beat plus what it was sent since."""
+    return peer.beat.running + peer.beat.queued + peer.sent_since_beat
+
+
 def has_spare(peer: Peer) -> bool:
     """Whether a peer can take verification work without taking capacity its users need."""
-    beat = peer.beat
-    return beat.running + beat.queued + peer.sent_since_beat < beat.capacity * SPARE_SHARE
+    return _load(peer) < peer.beat.capacity * SPARE_SHARE
 
 
 def network_has_spare(peers: Iterable[Peer], own_load: int, own_capacity: int) -> bool:
     """Whether these providers and this agent, taken together, are below the spare share of capacity."""
     load, capacity = own_load, own_capacity
     for p in peers:
-        load += p.beat.running + p.beat.queued + p.sent_since_beat
+        load += _load(p)
         capacity += p.beat.capacity
     return load < capacity * SPARE_SHARE

@@ -117,9 +117,9 @@ _SHAPES = (
     "Llama's within 11% at all of them and at 128-8,192 (" + _RUN16 + "): a kernel choice for some GEMM "
     "sizes of that shape, which a per-token step cost cannot follow"
 )
-_H200_QN = _H200 + ": " + _RUN19 + " (held out: predicted before measured; prefix caching off)"
-_H200_LN = _H200_QN.replace("held out", "Llama-3.1-8B shape, held out")
-_H200_QN = _H200_QN.replace("held out", "Qwen3-8B shape, held out")
+_HELD_OUT = "held out: predicted before measured; prefix caching off"
+_H200_LN = _H200 + ": " + _RUN19 + " (Llama-3.1-8B shape, " + _HELD_OUT + ")"
+_H200_QN = _H200 + ": " + _RUN19 + " (Qwen3-8B shape, " + _HELD_OUT + ")"
 _L, _Q = "llama-3.1-8b", "qwen3-8b"
 _BURST_2000 = tuple((2000, 1) for _ in range(64))
 MODERN: list[Published] = [

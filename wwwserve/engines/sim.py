@@ -257,7 +257,6 @@ class _Seq:
     done: bool = False
     cancelled: bool = False
     first_plan: int = 0  # the first step this request can join (a step already scheduled cannot take it)
-    admitted_plan: int = -1  # the step that took it from the waiting queue (last time)
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -432,8 +431,9 @@ class SimEngine:
         self._waiting.appendleft(s)
         self.preemptions += 1
 
-    def _schedule(self) -> tuple[list[_Seq], list[tuple[_Seq, int]]]:
-        """The next step's decodes and prefill chunks (and the KV blocks they need)."""
+    def _schedule(self) -> tuple[list[_Seq], list[tuple[_Seq, int]], int]:
+        """The next step's decodes and prefill chunks (and the KV blocks they need), and how many of the
+        chunks' requests it took from the waiting queue."""
         budget = self.options.max_batched_tokens
         decodes: list[_Seq] = []
         preempted: set[int] = set()
@@ -457,6 +457,7 @@ class SimEngine:
                 n = min(budget, s.prefill_target - s.prefilled)
                 chunks.append((s, n))
                 budget -= n
+        admitted = 0
         while self._waiting and budget > 0:
             s = self._waiting[0]
             if s.first_plan > self.plans:
@@ -465,11 +466,11 @@ class SimEngine:
                 break  # admission waits for KV blocks
             self._waiting.popleft()
             self._running.append(s)
-            s.admitted_plan = self.plans
             n = min(budget, s.prefill_target - s.prefilled)  # a cached prefix is not prefilled
             chunks.append((s, n))
             budget -= n
-        return decodes, chunks
+            admitted += 1
+        return decodes, chunks, admitted
 
     def _apply(self, decodes: list[_Seq], chunks: list[tuple[_Seq, int]]) -> list[_Seq]:
         """The step is over: decodes made a token each; a finished prefill samples its next token."""
@@ -513,11 +514,10 @@ class SimEngine:
         self._drop_cancelled()
         self.plans += 1
         while self._running or self._waiting:
-            decodes, chunks = self._schedule()
+            decodes, chunks, admitted = self._schedule()
             tokens = len(decodes) + sum(n for _, n in chunks)
             if tokens:
                 kv_read = sum(s.context for s in decodes) + sum(s.prefilled for s, _ in chunks)
-                admitted = sum(1 for s, _ in chunks if s.admitted_plan == self.plans)
                 dt = self.timing.step_s(tokens, len(decodes) + len(chunks), kv_read, admitted)
                 return Step(decodes, chunks, dt)
             if self._waiting and self._waiting[0].first_plan > self.plans:
